@@ -1,0 +1,1 @@
+"""Readers of survey spectra files (LAMOST low-resolution FITS), registered with specutils."""

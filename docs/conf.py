@@ -1,0 +1,26 @@
+# Sphinx configuration for astro_spt.
+import datetime
+from importlib.metadata import version as _version
+
+from sphinx_astropy.conf.v2 import *  # noqa: F403
+
+project = "astro_spt"
+author = "The astro_spt developers"
+copyright = f"{datetime.datetime.now().year}, {author}"
+release = _version("astro-spt")
+version = ".".join(release.split(".")[:2])
+
+extensions += ["sphinx_automodapi.automodapi", "sphinx_automodapi.smart_resolver"]  # noqa: F405
+
+intersphinx_mapping.update(  # noqa: F405
+    {
+        "specutils": ("https://specutils.readthedocs.io/en/stable/", None),
+        "torch": ("https://pytorch.org/docs/stable/", None),
+    }
+)
+
+html_theme_options = {"github_url": "https://github.com/astro-spt/astro_spt"}
+html_title = f"{project} v{release}"
+nitpicky = False
+automodapi_toctreedirnm = "api"
+numpydoc_show_class_members = False
