@@ -31,6 +31,10 @@ class _RegisteringLoader(importlib.abc.Loader):
         self._loader.exec_module(module)
         _register()
 
+    def __getattr__(self, name):
+        # Resource readers and the like come from the wrapped loader.
+        return getattr(self._loader, name)
+
 
 class _SpecutilsImportHook(importlib.abc.MetaPathFinder):
     def find_spec(self, fullname, path, target=None):
