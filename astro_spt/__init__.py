@@ -12,7 +12,7 @@ try:
 except ImportError:  # pragma: no cover - running from a source tree without a build
     __version__ = "0.0.0"
 
-__all__ = ["__version__", "conf"]
+__all__ = ["__version__", "conf", "nn"]
 
 from .conf import conf  # noqa: E402
 from .io import _registration  # noqa: E402

@@ -1,0 +1,176 @@
+"""Monte Carlo dropout prediction (SPT paper §2.4; Gal & Ghahramani 2016)."""
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+__all__ = ["MCPrediction", "mc_predict", "model_precision"]
+
+
+@dataclass
+class MCPrediction:
+    """Predictive mean and covariance from Monte Carlo dropout.
+
+    Attributes
+    ----------
+    mean : `torch.Tensor`, shape (N, D)
+        Mean of the T stochastic passes.
+    covariance : `torch.Tensor`, shape (N, D, D)
+        :math:`\\tau^{-1} I` plus the sample covariance of the passes (float64).
+    samples : `torch.Tensor` or None, shape (N, T, D)
+        The passes themselves, when asked for.
+    seed : int
+        The seed the masks were drawn with (pass it again to reproduce the run).
+    """
+
+    mean: torch.Tensor
+    covariance: torch.Tensor
+    samples: torch.Tensor | None
+    seed: int
+
+    @property
+    def std(self) -> torch.Tensor:
+        """Square roots of the diagonal of the covariance, shape (N, D)."""
+        return torch.sqrt(torch.diagonal(self.covariance, dim1=-2, dim2=-1))
+
+
+def model_precision(
+    dropout: float, length_scale: float, n_train: int, weight_decay: float
+) -> float:
+    r"""Model precision :math:`\tau = p l^2 / (2 N \lambda)` of MC dropout.
+
+    SPT paper §2.4 (after Gal & Ghahramani 2016): :math:`p` the dropout rate,
+    :math:`l` the prior length-scale, :math:`N` the number of training samples and
+    :math:`\lambda` the weight decay. :math:`\tau^{-1}` is the variance floor added to
+    every predictive variance.
+
+    Examples
+    --------
+    >>> from astro_spt.nn import model_precision
+    >>> model_precision(0.1, 1.0, 3000, 5e-4)
+    0.03333333333333333
+    """
+    if not (0 < dropout < 1 and length_scale > 0 and n_train > 0 and weight_decay > 0):
+        raise ValueError(
+            "model_precision needs 0 < dropout < 1 and positive length_scale, n_train "
+            f"and weight_decay; got {dropout}, {length_scale}, {n_train}, {weight_decay}"
+        )
+    return dropout * length_scale**2 / (2 * n_train * weight_decay)
+
+
+def _spectrum_keys(x: torch.Tensor) -> list[bytes]:
+    # The randomness of a spectrum depends on its own input bytes and the seed only,
+    # not on its batch or position, so results do not depend on how inputs are batched.
+    rows = np.ascontiguousarray(x.detach().to("cpu", torch.float32).numpy())
+    return [hashlib.blake2b(row.tobytes(), digest_size=16).digest() for row in rows]
+
+
+def _draw_masks(keys, seed, n_samples, layers) -> np.ndarray:
+    widths = [layer.n_units for layer in layers]
+    keep_above = np.repeat([layer.p for layer in layers], widths).astype(np.float32)
+    masks = np.empty((len(keys), n_samples, sum(widths)), dtype=bool)
+    for i, key in enumerate(keys):
+        words = np.frombuffer(key, dtype=np.uint32)
+        rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, *words])))
+        masks[i] = rng.random((n_samples, keep_above.size), dtype=np.float32) >= keep_above
+    return masks
+
+
+def mc_predict(
+    model,
+    x: torch.Tensor,
+    n_samples: int = 100,
+    *,
+    tau: float | None = None,
+    seed: int | None = None,
+    keys=None,
+    return_samples: bool = False,
+) -> MCPrediction:
+    r"""Predict with Monte Carlo dropout: T stochastic passes, their mean and covariance.
+
+    mean :math:`= \frac1T \sum_t \hat y_t`, covariance
+    :math:`= \tau^{-1} I + \frac1T \sum_t \hat y_t \hat y_t^T - \text{mean}\,\text{mean}^T`
+    (SPT paper §2.4, Eq. 5–6).
+
+    The network stays in evaluation mode: only its dropout layers are stochastic, through
+    explicit keep-masks, so BatchNorm uses and never updates its running statistics. The
+    deterministic part before the first dropout layer runs once per spectrum, not T times
+    (`SpectralTransformer.forward_shared`). The masks of a spectrum are drawn from a
+    generator seeded by ``seed`` and the spectrum's own input (or its ``keys`` entry), so a
+    seeded run is reproducible and a spectrum's result does not depend on the batch it is
+    in.
+
+    Parameters
+    ----------
+    model : `~astro_spt.nn.SpectralTransformer`
+        The network (any module with ``forward_shared``, ``forward_stochastic`` and
+        ``stochastic_layers``).
+    x : `torch.Tensor`, shape (N, n_inputs)
+        Inputs.
+    n_samples : int, optional
+        Number of stochastic passes T.
+    tau : float or None, optional
+        Model precision (`model_precision`); ``None`` adds no variance floor.
+    seed : int or None, optional
+        Seed of the dropout masks; ``None`` draws a fresh one (returned in the result).
+    keys : sequence of bytes or None, optional
+        One identifier per spectrum that seeds its masks together with ``seed``; by
+        default a hash of the spectrum's input values.
+    return_samples : bool, optional
+        Keep the T passes in the result.
+
+    Returns
+    -------
+    `MCPrediction`
+
+    Examples
+    --------
+    >>> import torch
+    >>> from astro_spt.nn import SpectralTransformer, mc_predict
+    >>> net = SpectralTransformer(n_inputs=8, d_model=16, n_heads=2, n_blocks=1).eval()
+    >>> x = torch.randn(4, 8)
+    >>> a = mc_predict(net, x, n_samples=20, tau=10.0, seed=1)
+    >>> b = mc_predict(net, x, n_samples=20, tau=10.0, seed=1)
+    >>> torch.equal(a.mean, b.mean), a.covariance.shape
+    (True, torch.Size([4, 2, 2]))
+    """
+    if n_samples < 1:
+        raise ValueError(f"n_samples must be at least 1, got {n_samples}")
+    if tau is not None and not tau > 0:
+        raise ValueError(f"tau must be positive, got {tau}")
+    if seed is None:
+        seed = int(np.random.SeedSequence().generate_state(1, np.uint32)[0])
+    if keys is None:
+        keys = _spectrum_keys(x)
+    elif len(keys) != len(x):
+        raise ValueError(f"got {len(keys)} keys for {len(x)} spectra")
+
+    layers = model.stochastic_layers()
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            shared = model.forward_shared(x)
+            expanded = [t.repeat_interleave(n_samples, dim=0) for t in shared]
+            if layers:
+                masks = torch.from_numpy(_draw_masks(keys, seed, n_samples, layers))
+                masks = masks.to(x.device).view(len(x) * n_samples, -1)
+                start = 0
+                for layer in layers:
+                    layer.mask = masks[:, start : start + layer.n_units]
+                    start += layer.n_units
+            samples = model.forward_stochastic(*expanded).view(len(x), n_samples, -1)
+    finally:
+        for layer in layers:
+            layer.mask = None
+        model.train(was_training)
+
+    mean = samples.mean(dim=1)
+    centred = samples.double() - mean.double().unsqueeze(1)
+    covariance = torch.einsum("ntd,nte->nde", centred, centred) / n_samples
+    if tau is not None:
+        eye = torch.eye(samples.shape[-1], dtype=torch.float64, device=covariance.device)
+        covariance = covariance + eye / tau
+    return MCPrediction(mean, covariance, samples if return_samples else None, seed)

@@ -1,0 +1,289 @@
+"""The Spectral Transformer: embedding, SPT blocks and MLP head (SPT paper §2.1, Fig. 1)."""
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .attention import MultiHeadHSA
+
+__all__ = ["MCDropout", "SPTBlock", "SpectralTransformer"]
+
+DROPOUT_POSITIONS = ("head", "all")
+
+
+class MCDropout(nn.Module):
+    """Dropout that can stay stochastic at prediction time without ``model.train()``.
+
+    In training mode it is ordinary inverted dropout. In evaluation mode it is the
+    identity, unless Monte Carlo prediction has handed it explicit keep-masks (see
+    `~astro_spt.nn.mc_predict`): then those masks are applied. MC prediction therefore
+    never switches the network to training mode, so BatchNorm keeps using, and never
+    updates, its running statistics.
+
+    Parameters
+    ----------
+    p : float
+        Probability of dropping a unit.
+    n_units : int
+        Width of the layer's input (the number of units a mask covers).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from astro_spt.nn import MCDropout
+    >>> drop = MCDropout(0.5, n_units=4).eval()
+    >>> drop(torch.ones(1, 4))
+    tensor([[1., 1., 1., 1.]])
+    """
+
+    def __init__(self, p: float, n_units: int):
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+        self.p = float(p)
+        self.n_units = int(n_units)
+        self.mask = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mask is not None:
+            return x * self.mask.to(x.dtype) * (1.0 / (1.0 - self.p))
+        if self.training and self.p > 0:
+            return F.dropout(x, self.p, training=True)
+        return x
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}, n_units={self.n_units}"
+
+
+class SPTBlock(nn.Module):
+    """One block of the SPT backbone: ``x + HSA(BN(x))`` then ``x + FFN(BN(x))``.
+
+    Parameters
+    ----------
+    d_model : int
+        Width of the block's input and output.
+    n_heads : int
+        Number of attention heads.
+    d_ff : int
+        Hidden width of the GELU feed-forward network.
+    dropout : float
+        Dropout rate on the two residual branches (0 disables them).
+    attention_scale : float or None
+        Final scale of the Hadamard self-attention (see `MultiHeadHSA`).
+    bn_momentum : float
+        Momentum of the BatchNorm running statistics.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from astro_spt.nn import SPTBlock
+    >>> block = SPTBlock(d_model=16, n_heads=4, d_ff=32).eval()
+    >>> block(torch.randn(5, 16)).shape
+    torch.Size([5, 16])
+    """
+
+    def __init__(
+        self,
+        d_model: int = 512,
+        n_heads: int = 8,
+        d_ff: int = 2048,
+        dropout: float = 0.0,
+        attention_scale: float | None = None,
+        bn_momentum: float = 0.1,
+    ):
+        super().__init__()
+        self.norm1 = nn.BatchNorm1d(d_model, momentum=bn_momentum)
+        self.attention = MultiHeadHSA(d_model, n_heads, scale=attention_scale)
+        self.drop1 = MCDropout(dropout, d_model)
+        self.norm2 = nn.BatchNorm1d(d_model, momentum=bn_momentum)
+        self.ffn = nn.Sequential(nn.Linear(d_model, d_ff), nn.GELU(), nn.Linear(d_ff, d_model))
+        self.drop2 = MCDropout(dropout, d_model)
+
+    def attend(self, x: torch.Tensor) -> torch.Tensor:
+        """The attention branch, ``HSA(BN(x))``, before its dropout."""
+        return self.attention(self.norm1(x))
+
+    def forward(self, x: torch.Tensor, attended: torch.Tensor | None = None) -> torch.Tensor:
+        if attended is None:
+            attended = self.attend(x)
+        x = x + self.drop1(attended)
+        return x + self.drop2(self.ffn(self.norm2(x)))
+
+
+class SpectralTransformer(nn.Module):
+    """The Spectral Transformer (SPT) regression network.
+
+    A linear projection of the PCA coefficients to ``d_model``, a backbone of
+    ``n_blocks`` `SPTBlock` s, a final BatchNorm and an MLP head (SPT paper §2.1, Fig. 1).
+    The defaults are the paper's: 143 inputs, ``d_model`` 512, 8 heads of 64, 6 blocks.
+    Weights are initialised from a truncated normal distribution (paper §2.6).
+
+    Where dropout sits is left open by the paper. ``dropout_position="head"`` puts it
+    only in the MLP head, before each of its linear layers, so Monte Carlo prediction
+    runs the backbone once and only the head T times; ``"all"`` also puts it on the
+    residual branches of every block, which makes MC prediction cost about T forward
+    passes.
+
+    Parameters
+    ----------
+    n_inputs : int
+        Number of input features (PCA components).
+    n_outputs : int
+        Number of predicted labels.
+    d_model : int
+        Width of the embedding and of every block.
+    n_heads : int
+        Number of attention heads (``d_model`` must be divisible by it).
+    n_blocks : int
+        Number of SPT blocks.
+    d_ff : int or None
+        Hidden width of the feed-forward networks; ``None`` means ``4 * d_model``.
+    head_hidden : int or None
+        Hidden width of the MLP head; ``None`` means ``d_model // 2``.
+    dropout : float
+        Dropout rate, also the rate used by Monte Carlo dropout.
+    dropout_position : {"head", "all"}
+        Where the dropout layers are.
+    attention_scale : float or None
+        Final scale of the attention heads; ``None`` means the head size.
+    init_std : float
+        Standard deviation of the truncated-normal initialisation (truncated at ±2σ).
+    bn_momentum : float
+        Momentum of the BatchNorm running statistics.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from astro_spt.nn import SpectralTransformer
+    >>> net = SpectralTransformer(n_inputs=10, d_model=32, n_heads=4, n_blocks=2).eval()
+    >>> net(torch.randn(3, 10)).shape
+    torch.Size([3, 2])
+    >>> SpectralTransformer(**net.hparams).hparams == net.hparams
+    True
+    """
+
+    def __init__(
+        self,
+        n_inputs: int = 143,
+        n_outputs: int = 2,
+        d_model: int = 512,
+        n_heads: int = 8,
+        n_blocks: int = 6,
+        d_ff: int | None = None,
+        head_hidden: int | None = None,
+        dropout: float = 0.1,
+        dropout_position: str = "head",
+        attention_scale: float | None = None,
+        init_std: float = 0.02,
+        bn_momentum: float = 0.1,
+    ):
+        super().__init__()
+        if dropout_position not in DROPOUT_POSITIONS:
+            raise ValueError(
+                f"dropout_position must be one of {DROPOUT_POSITIONS}, got {dropout_position!r}"
+            )
+        for name, value in (
+            ("n_inputs", n_inputs),
+            ("n_outputs", n_outputs),
+            ("n_blocks", n_blocks),
+        ):
+            if value < 1:
+                raise ValueError(f"{name} must be at least 1, got {value}")
+        d_ff = 4 * d_model if d_ff is None else d_ff
+        head_hidden = d_model // 2 if head_hidden is None else head_hidden
+        self.hparams = {
+            "n_inputs": n_inputs,
+            "n_outputs": n_outputs,
+            "d_model": d_model,
+            "n_heads": n_heads,
+            "n_blocks": n_blocks,
+            "d_ff": d_ff,
+            "head_hidden": head_hidden,
+            "dropout": dropout,
+            "dropout_position": dropout_position,
+            "attention_scale": attention_scale,
+            "init_std": init_std,
+            "bn_momentum": bn_momentum,
+        }
+        block_dropout = dropout if dropout_position == "all" else 0.0
+        self.embed = nn.Linear(n_inputs, d_model)
+        self.blocks = nn.ModuleList(
+            SPTBlock(d_model, n_heads, d_ff, block_dropout, attention_scale, bn_momentum)
+            for _ in range(n_blocks)
+        )
+        self.norm = nn.BatchNorm1d(d_model, momentum=bn_momentum)
+        self.head = nn.Sequential(
+            MCDropout(dropout, d_model),
+            nn.Linear(d_model, head_hidden),
+            nn.GELU(),
+            MCDropout(dropout, head_hidden),
+            nn.Linear(head_hidden, n_outputs),
+        )
+        self.reset_parameters(init_std)
+
+    def reset_parameters(self, std: float = 0.02) -> None:
+        """Truncated-normal weights (±2σ), zero biases, unit BatchNorm scales."""
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.trunc_normal_(module.weight, std=std, a=-2 * std, b=2 * std)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.BatchNorm1d):
+                module.reset_parameters()
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        n_inputs = self.hparams["n_inputs"]
+        if x.ndim != 2 or x.shape[1] != n_inputs:
+            raise ValueError(
+                f"expected input of shape (n_spectra, {n_inputs}), got {tuple(x.shape)}"
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_stochastic(*self.forward_shared(x))
+
+    # Monte Carlo prediction runs forward_shared once per spectrum and
+    # forward_stochastic once per pass: the split sits at the first dropout layer.
+    def forward_shared(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The deterministic part of the network, before its first dropout layer."""
+        self._check_input(x)
+        h = self.embed(x)
+        if self.hparams["dropout_position"] == "all":
+            return h, self.blocks[0].attend(h)
+        for block in self.blocks:
+            h = block(h)
+        return (self.norm(h),)
+
+    def forward_stochastic(self, *shared: torch.Tensor) -> torch.Tensor:
+        """The rest of the network, from the output of `forward_shared`."""
+        if self.hparams["dropout_position"] == "all":
+            h, attended = shared
+            h = self.blocks[0](h, attended)
+            for block in self.blocks[1:]:
+                h = block(h)
+            h = self.norm(h)
+        else:
+            (h,) = shared
+        return self.head(h)
+
+    def stochastic_layers(self) -> list[MCDropout]:
+        """The dropout layers that make a pass stochastic, in forward order."""
+        return [m for m in self.modules() if isinstance(m, MCDropout) and m.p > 0]
+
+    def count_parameters(self) -> int:
+        """Number of trainable parameters."""
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+    def forward_flops(self) -> int:
+        """Floating-point operations of one deterministic forward pass per spectrum.
+
+        Counts multiply-adds of the linear layers as two operations each; element-wise
+        operations (softmaxes, GELU, BatchNorm) are a few per unit and are included as
+        rough counts.
+        """
+        hp = self.hparams
+        d, f, h = hp["d_model"], hp["d_ff"], hp["head_hidden"]
+        linear = hp["n_inputs"] * d + hp["n_blocks"] * (4 * d * d + 2 * d * f)
+        linear += d * h + h * hp["n_outputs"]
+        # per block: 2 BN, 2 softmax + enhanced softmax (~5 ops/unit each), GELU (~8 ops)
+        elementwise = hp["n_blocks"] * (4 * d + 3 * 5 * d + 4 * d + 8 * f) + 2 * d + 8 * h
+        return 2 * linear + elementwise
