@@ -14,8 +14,8 @@ except ImportError:  # pragma: no cover - running from a source tree without a b
 
 __all__ = ["__version__", "conf", "nn"]
 
-from .conf import conf  # noqa: E402
-from .io import _registration  # noqa: E402
+from .conf import conf
+from .io import _registration
 
 _registration.install()
 

@@ -8,7 +8,7 @@ from .activations import enhanced_softmax
 from .attention import MultiHeadHSA
 from .loss import MahalanobisLoss
 from .mc import MCPrediction, mc_predict, model_precision
-from .model import MCDropout, SPTBlock, SpectralTransformer
+from .model import MCDropout, SpectralTransformer, SPTBlock
 
 __all__ = [
     "MCDropout",
