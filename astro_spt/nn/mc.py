@@ -64,7 +64,15 @@ def _spectrum_keys(x: torch.Tensor) -> list[bytes]:
     # The randomness of a spectrum depends on its own input bytes and the seed only,
     # not on its batch or position, so results do not depend on how inputs are batched.
     rows = np.ascontiguousarray(x.detach().to("cpu", torch.float32).numpy())
-    return [hashlib.blake2b(row.tobytes(), digest_size=16).digest() for row in rows]
+    return [row.tobytes() for row in rows]
+
+
+def _key_words(key) -> np.ndarray:
+    if isinstance(key, str):
+        key = key.encode()
+    elif not isinstance(key, bytes | bytearray):
+        key = str(key).encode()
+    return np.frombuffer(hashlib.blake2b(key, digest_size=16).digest(), dtype=np.uint32)
 
 
 def _draw_masks(keys, seed, n_samples, layers) -> np.ndarray:
@@ -72,7 +80,7 @@ def _draw_masks(keys, seed, n_samples, layers) -> np.ndarray:
     keep_above = np.repeat([layer.p for layer in layers], widths).astype(np.float32)
     masks = np.empty((len(keys), n_samples, sum(widths)), dtype=bool)
     for i, key in enumerate(keys):
-        words = np.frombuffer(key, dtype=np.uint32)
+        words = _key_words(key)
         rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, *words])))
         masks[i] = rng.random((n_samples, keep_above.size), dtype=np.float32) >= keep_above
     return masks
@@ -115,7 +123,7 @@ def mc_predict(
         Model precision (`model_precision`); ``None`` adds no variance floor.
     seed : int or None, optional
         Seed of the dropout masks; ``None`` draws a fresh one (returned in the result).
-    keys : sequence of bytes or None, optional
+    keys : sequence of bytes, str or int, or None, optional
         One identifier per spectrum that seeds its masks together with ``seed``; by
         default a hash of the spectrum's input values.
     return_samples : bool, optional
