@@ -1,0 +1,302 @@
+"""The optimisation loop of the SPT paper (§2.6) on feature and label arrays.
+
+Adam (β₁ 0.9, β₂ 0.999, ε 1e-8), learning rate 1e-4 multiplied by 0.8 every 100 epochs,
+L2 weight decay 5e-4, early stopping after ``patience`` epochs without improvement of the
+validation loss, and final weights the average of the weights of the last ``patience``
+epochs. It works on arrays already reduced to network inputs and scaled labels; the
+spectra-to-bundle glue lives in `astro_spt.training.train`.
+"""
+
+from dataclasses import asdict, dataclass, field, fields
+
+import numpy as np
+
+__all__ = [
+    "EarlyStopping",
+    "TrainingConfig",
+    "TrainingHistory",
+    "average_state_dicts",
+    "fit_network",
+]
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """Settings of the optimisation (SPT paper §2.6; the open ones are marked).
+
+    Attributes
+    ----------
+    learning_rate : float
+        Initial learning rate (paper: 1e-4).
+    lr_decay : float
+        Factor applied to the learning rate every ``lr_step_epochs`` epochs (paper: 0.8).
+    lr_step_epochs : int
+        Epochs between learning-rate decays (paper: 100).
+    weight_decay : float
+        L2 weight decay λ (paper: 5e-4); also enters the MC-dropout precision τ.
+    betas, adam_eps : tuple of float, float
+        Adam's parameters (paper: 0.9, 0.999, 1e-8).
+    batch_size : int
+        Mini-batch size (open in the paper).
+    max_epochs : int
+        Upper limit on the number of epochs (open).
+    patience : int
+        Epochs without validation improvement before stopping (paper: 10); the final
+        weights are the average of the weights after each of those epochs.
+    min_delta : float
+        Smallest decrease of the validation loss that counts as an improvement.
+    loss : {"mahalanobis", "mahalanobis_squared", "mse"}
+        Training loss (paper: Mahalanobis distance).
+    seed : int
+        Seed of the initialisation, the shuffling and the training dropout.
+    """
+
+    learning_rate: float = 1e-4
+    lr_decay: float = 0.8
+    lr_step_epochs: int = 100
+    weight_decay: float = 5e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    adam_eps: float = 1e-8
+    batch_size: int = 64
+    max_epochs: int = 1000
+    patience: int = 10
+    min_delta: float = 0.0
+    loss: str = "mahalanobis"
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.loss not in ("mahalanobis", "mahalanobis_squared", "mse"):
+            raise ValueError(f"unknown loss {self.loss!r}")
+        if self.patience < 1 or self.max_epochs < 1 or self.batch_size < 2:
+            raise ValueError("patience and max_epochs must be >= 1 and batch_size >= 2")
+        object.__setattr__(self, "betas", tuple(self.betas))
+
+    def to_dict(self) -> dict:
+        """A JSON-serialisable dict of the settings."""
+        d = asdict(self)
+        d["betas"] = list(self.betas)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainingConfig":
+        """Rebuild from `to_dict` output; unknown keys are an error."""
+        unknown = set(d) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown TrainingConfig fields: {sorted(unknown)}")
+        return cls(**d)
+
+    def learning_rate_at(self, epoch: int) -> float:
+        """The learning rate of (zero-based) ``epoch``.
+
+        Examples
+        --------
+        >>> from astro_spt.training import TrainingConfig
+        >>> c = TrainingConfig()
+        >>> c.learning_rate_at(99), round(c.learning_rate_at(100), 12)
+        (0.0001, 8e-05)
+        """
+        return self.learning_rate * self.lr_decay ** (epoch // self.lr_step_epochs)
+
+
+@dataclass
+class TrainingHistory:
+    """Per-epoch record of a training run."""
+
+    train_loss: list[float] = field(default_factory=list)
+    val_loss: list[float] = field(default_factory=list)
+    learning_rate: list[float] = field(default_factory=list)
+    best_epoch: int = -1
+    stopped_early: bool = False
+    averaged_epochs: list[int] = field(default_factory=list)
+
+    @property
+    def n_epochs(self) -> int:
+        return len(self.train_loss)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class EarlyStopping:
+    """Stop after ``patience`` epochs without an improvement of the validation loss.
+
+    Examples
+    --------
+    >>> from astro_spt.training import EarlyStopping
+    >>> stopper = EarlyStopping(patience=2)
+    >>> [stopper.update(v) for v in [3.0, 2.0, 2.5, 2.1, 1.0]]
+    [False, False, False, True, False]
+    """
+
+    def __init__(self, patience: int, min_delta: float = 0.0):
+        self.patience = patience
+        self.min_delta = min_delta
+        self.best = np.inf
+        self.best_epoch = -1
+        self.since_best = 0
+        self._epoch = -1
+
+    def update(self, val_loss: float) -> bool:
+        """Record one epoch's validation loss; True when training should stop."""
+        self._epoch += 1
+        if val_loss < self.best - self.min_delta:
+            self.best, self.best_epoch, self.since_best = val_loss, self._epoch, 0
+        else:
+            self.since_best += 1
+        return self.since_best >= self.patience
+
+
+def average_state_dicts(states):
+    """Element-wise mean of network state dicts (floating tensors; others from the last).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from astro_spt.training import average_state_dicts
+    >>> average_state_dicts([{"w": torch.tensor([0.0])}, {"w": torch.tensor([2.0])}])
+    {'w': tensor([1.])}
+    """
+    import torch
+
+    if not states:
+        raise ValueError("no state dicts to average")
+    averaged = {}
+    for key, last in states[-1].items():
+        if torch.is_floating_point(last):
+            stacked = torch.stack([s[key].double() for s in states])
+            averaged[key] = stacked.mean(0).to(last.dtype)
+        else:
+            averaged[key] = last.clone()
+    return averaged
+
+
+def _make_loss(config, y_train):
+    import torch
+
+    from ..nn import MahalanobisLoss
+
+    if config.loss == "mse":
+        return torch.nn.MSELoss()
+    return MahalanobisLoss.from_labels(y_train, squared=config.loss == "mahalanobis_squared")
+
+
+def _evaluate(net, loss_fn, x, y, batch_size):
+    import torch
+
+    net.eval()
+    total = 0.0
+    with torch.no_grad():
+        for start in range(0, len(x), batch_size):
+            xb, yb = x[start : start + batch_size], y[start : start + batch_size]
+            total += loss_fn(net(xb), yb).item() * len(xb)
+    return total / len(x)
+
+
+def fit_network(
+    net, x_train, y_train, x_val, y_val, config=None, *, device=None, progress=False, callback=None
+):
+    """Train ``net`` in place with the paper's recipe and return its history.
+
+    Parameters
+    ----------
+    net : `~astro_spt.nn.SpectralTransformer`
+        The network; its weights are replaced by the average of the last
+        ``config.patience`` epochs' weights when training ends.
+    x_train, y_train : array-like, shape (N, n_inputs) and (N, n_outputs)
+        Training inputs and scaled labels.
+    x_val, y_val : array-like
+        Validation inputs and scaled labels (early stopping).
+    config : `TrainingConfig`, optional
+        Settings; the defaults are the paper's.
+    device : str or `torch.device`, optional
+        Where to train (default CPU).
+    progress : bool, optional
+        Show a progress bar (tqdm, when installed).
+    callback : callable, optional
+        Called as ``callback(epoch, net, history)`` after every epoch.
+
+    Returns
+    -------
+    `TrainingHistory`
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from astro_spt.nn import SpectralTransformer
+    >>> from astro_spt.training import TrainingConfig, fit_network
+    >>> rng = np.random.default_rng(0)
+    >>> x, y = rng.normal(size=(80, 4)), rng.normal(size=(80, 2))
+    >>> net = SpectralTransformer(n_inputs=4, d_model=8, n_heads=2, n_blocks=1)
+    >>> h = fit_network(net, x[:60], y[:60], x[60:], y[60:], TrainingConfig(max_epochs=3))
+    >>> h.n_epochs
+    3
+    """
+    import torch
+
+    config = config or TrainingConfig()
+    device = torch.device(device or "cpu")
+
+    def as_tensor(a):
+        return torch.as_tensor(np.asarray(a, dtype=np.float32), device=device)
+
+    x_train, y_train, x_val, y_val = map(as_tensor, (x_train, y_train, x_val, y_val))
+    if len(x_train) < 2 or len(x_val) < 1:
+        raise ValueError("need at least 2 training and 1 validation samples")
+    net.to(device)
+    loss_fn = _make_loss(config, y_train.cpu().numpy()).to(device)
+    optimiser = torch.optim.Adam(
+        net.parameters(),
+        lr=config.learning_rate,
+        betas=config.betas,
+        eps=config.adam_eps,
+        weight_decay=config.weight_decay,
+    )
+    scheduler = torch.optim.lr_scheduler.StepLR(
+        optimiser, step_size=config.lr_step_epochs, gamma=config.lr_decay
+    )
+    generator = torch.Generator().manual_seed(config.seed)
+    torch.manual_seed(config.seed)  # training-time dropout draws from the global generator
+
+    history = TrainingHistory()
+    recent = []  # state dicts of the last `patience` epochs
+    stopper = EarlyStopping(config.patience, config.min_delta)
+    epochs = range(config.max_epochs)
+    if progress:
+        try:
+            from tqdm.auto import tqdm
+
+            epochs = tqdm(epochs, desc="training", unit="epoch")
+        except ImportError:  # pragma: no cover - tqdm is optional
+            pass
+    n = len(x_train)
+    for epoch in epochs:
+        net.train()
+        order = torch.randperm(n, generator=generator).to(device)
+        total = 0.0
+        for start in range(0, n, config.batch_size):
+            idx = order[start : start + config.batch_size]
+            if len(idx) < 2:  # BatchNorm cannot train on a batch of one
+                continue
+            optimiser.zero_grad()
+            loss = loss_fn(net(x_train[idx]), y_train[idx])
+            loss.backward()
+            optimiser.step()
+            total += loss.item() * len(idx)
+        history.learning_rate.append(optimiser.param_groups[0]["lr"])
+        scheduler.step()
+        history.train_loss.append(total / n)
+        val = _evaluate(net, loss_fn, x_val, y_val, 4 * config.batch_size)
+        history.val_loss.append(val)
+        recent.append({k: v.detach().clone() for k, v in net.state_dict().items()})
+        recent = recent[-config.patience :]
+        stop = stopper.update(val)
+        history.best_epoch = stopper.best_epoch
+        if callback is not None:
+            callback(epoch, net, history)
+        if stop:
+            history.stopped_early = True
+            break
+    history.averaged_epochs = list(range(history.n_epochs - len(recent), history.n_epochs))
+    net.load_state_dict(average_state_dicts(recent))
+    net.eval()
+    return history
