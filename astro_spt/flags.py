@@ -1,0 +1,425 @@
+"""Per-spectrum quality flags: one registry of bit, name and description.
+
+Every spectrum that passes through `astro_spt` carries an integer bit mask. Each bit is
+defined once, here, as a `FlagDefinition` in the `FLAGS` registry (after photutils'
+``aperture/flags.py``); the constants (``MISSING_VALUES``, ``LOW_SNR``, ...), the decoders
+and the documentation table are all derived from it. Preprocessing sets the bits that
+describe the input spectrum (SPT paper §3.2 drops spectra with oscillations, missing
+values, outliers and negative flux; a library repairs and flags them instead), the
+estimators set the bits about the prediction.
+
+This module is cheap to import: it needs numpy only, and astropy's `~astropy.table.Table`
+only when `flag_table` is called.
+
+Examples
+--------
+>>> from astro_spt import flags
+>>> value = flags.MISSING_VALUES | flags.LOW_SNR
+>>> flags.decode_flags(value)
+['missing_values', 'low_snr']
+>>> flags.encode_flags(["outliers", "repaired_pixels"]) == flags.OUTLIERS | flags.REPAIRED_PIXELS
+True
+"""
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = [
+    "FLAGS",
+    "FLAG_DTYPE",
+    "HEAVY_DAMAGE",
+    "LARGE_UNCERTAINTY",
+    "LOW_SNR",
+    "MISSING_VALUES",
+    "NEGATIVE_FLUX",
+    "NO_REDSHIFT",
+    "OSCILLATION",
+    "OUTLIERS",
+    "OUTSIDE_LABEL_RANGE",
+    "OUT_OF_DISTRIBUTION",
+    "POOR_COVERAGE",
+    "REPAIRED_PIXELS",
+    "SEVERITIES",
+    "UNREADABLE",
+    "FlagDefinition",
+    "FlagRegistry",
+    "decode_flags",
+    "encode_flags",
+    "flag_bits",
+    "flag_table",
+    "has_flag",
+]
+
+#: Integer type of flag arrays: 32 bits leave room for 19 more flags, and map to FITS ``J``.
+FLAG_DTYPE = np.int32
+
+#: Severity levels, from harmless to fatal.
+SEVERITIES = ("info", "warning", "bad")
+
+
+@dataclass(frozen=True)
+class FlagDefinition:
+    """One quality flag: its bit, name, meaning and severity.
+
+    Parameters
+    ----------
+    bit : int
+        Bit position (0 is the least significant bit); the flag's value is ``1 << bit``.
+    name : str
+        Lower-case identifier, as returned by `decode_flags`.
+    description : str
+        One-line meaning, as shown in the documentation.
+    severity : {'info', 'warning', 'bad'}
+        ``'info'``: worth knowing, the result is usable (e.g. a few pixels repaired);
+        ``'warning'``: the result may be biased; ``'bad'``: do not use the result.
+
+    Examples
+    --------
+    >>> from astro_spt.flags import FlagDefinition
+    >>> FlagDefinition(3, "oscillation", "Periodic ripple.", "warning").value
+    8
+    """
+
+    bit: int
+    name: str
+    description: str
+    severity: str = "warning"
+
+    def __post_init__(self):
+        if not 0 <= self.bit < 8 * np.dtype(FLAG_DTYPE).itemsize - 1:
+            raise ValueError(f"flag bit {self.bit} does not fit in {np.dtype(FLAG_DTYPE)}")
+        if self.severity not in SEVERITIES:
+            raise ValueError(f"severity must be one of {SEVERITIES}, got {self.severity!r}")
+
+    @property
+    def value(self) -> int:
+        """The flag's integer value, ``1 << bit``."""
+        return 1 << self.bit
+
+
+class FlagRegistry:
+    """An ordered collection of `FlagDefinition` with unique bits and names.
+
+    Parameters
+    ----------
+    definitions : iterable of `FlagDefinition`
+
+    Examples
+    --------
+    >>> from astro_spt.flags import FLAGS
+    >>> FLAGS["low_snr"].bit
+    5
+    >>> FLAGS.by_bit(5).name
+    'low_snr'
+    >>> "oscillation" in FLAGS
+    True
+    """
+
+    def __init__(self, definitions: Iterable[FlagDefinition]):
+        self._by_name: dict[str, FlagDefinition] = {}
+        self._by_bit: dict[int, FlagDefinition] = {}
+        for definition in definitions:
+            if definition.name in self._by_name:
+                raise ValueError(f"duplicate flag name {definition.name!r}")
+            if definition.bit in self._by_bit:
+                raise ValueError(f"duplicate flag bit {definition.bit}")
+            self._by_name[definition.name] = definition
+            self._by_bit[definition.bit] = definition
+
+    def __getitem__(self, name: str) -> FlagDefinition:
+        try:
+            return self._by_name[name]
+        except KeyError:
+            raise KeyError(f"unknown flag {name!r}; known flags: {list(self._by_name)}") from None
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._by_name
+
+    def __iter__(self) -> Iterator[FlagDefinition]:
+        return iter(sorted(self._by_bit.values(), key=lambda d: d.bit))
+
+    def __len__(self) -> int:
+        return len(self._by_bit)
+
+    def __repr__(self) -> str:
+        return f"<FlagRegistry of {len(self)} flags: {', '.join(d.name for d in self)}>"
+
+    def by_bit(self, bit: int) -> FlagDefinition:
+        """Return the definition of bit ``bit``."""
+        return self._by_bit[bit]
+
+    @property
+    def names(self) -> list[str]:
+        """Flag names in bit order."""
+        return [d.name for d in self]
+
+    @property
+    def all_bits(self) -> int:
+        """The OR of every defined flag."""
+        return sum(d.value for d in self)
+
+    def mask_of(self, severity: str) -> int:
+        """The OR of the flags of one severity (``'info'``, ``'warning'`` or ``'bad'``)."""
+        if severity not in SEVERITIES:
+            raise ValueError(f"severity must be one of {SEVERITIES}, got {severity!r}")
+        return sum(d.value for d in self if d.severity == severity)
+
+
+FLAGS = FlagRegistry(
+    [
+        FlagDefinition(
+            0,
+            "missing_values",
+            "Gaps (NaN, infinite, zero inverse variance or masked pixels) longer than the "
+            "repairable length, or too many missing pixels; gaps were interpolated over.",
+            "warning",
+        ),
+        FlagDefinition(
+            1,
+            "negative_flux",
+            "Stretches of negative flux (e.g. sky over-subtraction); they were interpolated over.",
+            "warning",
+        ),
+        FlagDefinition(
+            2,
+            "outliers",
+            "Sharp spikes or troughs (cosmic rays, sky-line residuals); they were replaced "
+            "by a running median.",
+            "warning",
+        ),
+        FlagDefinition(
+            3,
+            "oscillation",
+            "Periodic ripple of the flux about its continuum; not repaired.",
+            "warning",
+        ),
+        FlagDefinition(
+            4,
+            "poor_coverage",
+            "The input covers too little of the model wavelength grid; the uncovered ends "
+            "were filled with the nearest measured value.",
+            "warning",
+        ),
+        FlagDefinition(
+            5, "low_snr", "Median signal-to-noise ratio per pixel below the threshold.", "warning"
+        ),
+        FlagDefinition(
+            6,
+            "repaired_pixels",
+            "Some pixels were interpolated over or clipped (short gaps, spikes).",
+            "info",
+        ),
+        FlagDefinition(
+            7,
+            "heavy_damage",
+            "Too large a fraction of the model grid was repaired or not measured: results "
+            "are unreliable.",
+            "bad",
+        ),
+        FlagDefinition(
+            8,
+            "out_of_distribution",
+            "The spectrum lies outside the training set (PCA reconstruction error or latent "
+            "distance beyond the training set's).",
+            "warning",
+        ),
+        FlagDefinition(
+            9,
+            "outside_label_range",
+            "A prediction lies outside the range of the training labels.",
+            "warning",
+        ),
+        FlagDefinition(
+            10,
+            "large_uncertainty",
+            "The predicted uncertainty is larger than the model's threshold.",
+            "warning",
+        ),
+        FlagDefinition(
+            11,
+            "unreadable",
+            "Not a usable low-resolution spectrum: could not be read or preprocessed (no "
+            "valid data on the model grid); its values are NaN.",
+            "bad",
+        ),
+        FlagDefinition(
+            12,
+            "no_redshift",
+            "No redshift or radial velocity was known: the spectrum was not shifted to the "
+            "rest frame.",
+            "info",
+        ),
+    ]
+)
+
+MISSING_VALUES = FLAGS["missing_values"].value
+NEGATIVE_FLUX = FLAGS["negative_flux"].value
+OUTLIERS = FLAGS["outliers"].value
+OSCILLATION = FLAGS["oscillation"].value
+POOR_COVERAGE = FLAGS["poor_coverage"].value
+LOW_SNR = FLAGS["low_snr"].value
+REPAIRED_PIXELS = FLAGS["repaired_pixels"].value
+HEAVY_DAMAGE = FLAGS["heavy_damage"].value
+OUT_OF_DISTRIBUTION = FLAGS["out_of_distribution"].value
+OUTSIDE_LABEL_RANGE = FLAGS["outside_label_range"].value
+LARGE_UNCERTAINTY = FLAGS["large_uncertainty"].value
+UNREADABLE = FLAGS["unreadable"].value
+NO_REDSHIFT = FLAGS["no_redshift"].value
+
+
+def decode_flags(value) -> list[str] | list[list[str]]:
+    """Return the names of the flags set in a bit mask.
+
+    Parameters
+    ----------
+    value : int or array-like of int
+        A flag value, or an array of them (e.g. the ``flags`` column of a result).
+
+    Returns
+    -------
+    names : list of str, or list of lists of str
+        Flag names in bit order; for array input, one list per element (flattened in
+        C order).
+
+    Raises
+    ------
+    ValueError
+        If ``value`` is negative or has bits that no flag defines.
+
+    Examples
+    --------
+    >>> from astro_spt.flags import decode_flags, OUTLIERS, REPAIRED_PIXELS
+    >>> decode_flags(OUTLIERS | REPAIRED_PIXELS)
+    ['outliers', 'repaired_pixels']
+    >>> decode_flags(0)
+    []
+    >>> decode_flags([0, 32, 2048])
+    [[], ['low_snr'], ['unreadable']]
+    """
+    array = np.asarray(value)
+    if not np.issubdtype(array.dtype, np.integer):
+        raise ValueError(f"flag values must be integers, got dtype {array.dtype}")
+    array = array.astype(np.int64)
+    if np.any(array < 0):
+        raise ValueError("flag values must be non-negative")
+    unknown = np.bitwise_and(array, ~np.int64(FLAGS.all_bits))
+    if np.any(unknown):
+        raise ValueError(f"undefined flag bits set: {int(np.bitwise_or.reduce(unknown, None))}")
+    if array.ndim == 0:
+        return [d.name for d in FLAGS if int(array) & d.value]
+    bits = flag_bits(array.ravel())
+    names = np.array(FLAGS.names, dtype=object)
+    columns = [d.bit for d in FLAGS]
+    return [list(names[row[columns]]) for row in bits]
+
+
+def flag_bits(values) -> np.ndarray:
+    """Unpack flag values into a boolean array with one column per bit.
+
+    Parameters
+    ----------
+    values : array-like of int, shape (n,)
+
+    Returns
+    -------
+    bits : `~numpy.ndarray` of bool, shape (n, 32)
+        ``bits[i, b]`` is True where bit ``b`` is set in ``values[i]``.
+
+    Examples
+    --------
+    >>> from astro_spt.flags import flag_bits, FLAGS
+    >>> flag_bits([1, 3])[:, :3]
+    array([[ True, False, False],
+           [ True,  True, False]])
+    """
+    values = np.asarray(values, dtype=np.int64).reshape(-1)
+    width = 8 * np.dtype(FLAG_DTYPE).itemsize
+    return (values[:, None] >> np.arange(width)) & 1 == 1
+
+
+def has_flag(values, name: str) -> np.ndarray | bool:
+    """Whether flag ``name`` is set in each of ``values``.
+
+    Parameters
+    ----------
+    values : int or array-like of int
+    name : str
+        A flag name from `FLAGS`.
+
+    Returns
+    -------
+    set : bool or `~numpy.ndarray` of bool
+
+    Examples
+    --------
+    >>> from astro_spt.flags import has_flag, LOW_SNR, OUTLIERS
+    >>> has_flag([LOW_SNR, OUTLIERS | LOW_SNR, 0], "low_snr")
+    array([ True,  True, False])
+    """
+    result = (np.asarray(values, dtype=np.int64) & FLAGS[name].value) != 0
+    return bool(result) if result.ndim == 0 else result
+
+
+def encode_flags(names: Iterable[str]) -> int:
+    """Combine flag names into a bit mask.
+
+    Parameters
+    ----------
+    names : iterable of str
+        Flag names from `FLAGS`.
+
+    Returns
+    -------
+    value : int
+
+    Raises
+    ------
+    KeyError
+        If a name is not a defined flag.
+
+    Examples
+    --------
+    >>> from astro_spt.flags import encode_flags
+    >>> encode_flags(["missing_values", "negative_flux"])
+    3
+    """
+    value = 0
+    for name in names:
+        value |= FLAGS[name].value
+    return value
+
+
+def flag_table():
+    """Return the flag registry as a table (the documentation's flag table comes from it).
+
+    Returns
+    -------
+    table : `~astropy.table.Table`
+        Columns ``bit``, ``value``, ``name``, ``constant``, ``severity``, ``description``,
+        one row per flag in bit order.
+
+    Examples
+    --------
+    >>> from astro_spt.flags import flag_table
+    >>> table = flag_table()
+    >>> print(table["bit", "value", "name"][:2])
+    bit value      name
+    --- ----- --------------
+      0     1 missing_values
+      1     2  negative_flux
+    """
+    from astropy.table import Table
+
+    definitions = list(FLAGS)
+    return Table(
+        {
+            "bit": [d.bit for d in definitions],
+            "value": [d.value for d in definitions],
+            "name": [d.name for d in definitions],
+            "constant": [d.name.upper() for d in definitions],
+            "severity": [d.severity for d in definitions],
+            "description": [d.description for d in definitions],
+        }
+    )
