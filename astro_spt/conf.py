@@ -27,6 +27,12 @@ class Conf(_config.ConfigNamespace):
     hub_revision = _config.ConfigItem(
         "main", "Revision (branch, tag or commit) of the hub repository.", cfgtype="string"
     )
+    hub_endpoint = _config.ConfigItem(
+        "",
+        "URL of the Hugging Face Hub (or a compatible mirror); empty means the "
+        "HF_ENDPOINT environment variable or https://huggingface.co.",
+        cfgtype="string",
+    )
     cache_dir = _config.ConfigItem(
         "",
         "Directory of the download cache; empty means the standard Hugging Face cache.",

@@ -11,3 +11,71 @@ class AstroSPTWarning(AstropyUserWarning):
 
 class AstroSPTError(Exception):
     """Base class of the errors raised by `astro_spt`."""
+
+
+# Estimator bundles (astro_spt.bundle) and the model hub (astro_spt.hub).
+__all__ += [
+    "BundleError",
+    "BundleIntegrityError",
+    "HubConnectionError",
+    "HubEntryNotFoundError",
+    "HubError",
+    "HubIntegrityError",
+    "HubRepositoryNotFoundError",
+    "HubRevisionNotFoundError",
+    "ModelNotFoundError",
+    "OfflineCacheMissError",
+    "UnsupportedSchemaError",
+]
+
+
+class ModelNotFoundError(AstroSPTError):
+    """No estimator bundle where one was asked for: no such directory, or no embedded model."""
+
+
+class BundleError(AstroSPTError):
+    """A directory is not a valid estimator bundle (missing or malformed ``config.json``)."""
+
+
+class BundleIntegrityError(BundleError):
+    """A file of a bundle is missing or differs from the sha256 recorded in ``config.json``.
+
+    ``filename`` is the name of the offending file, ``path`` its full path.
+    """
+
+    def __init__(self, message: str, filename: str | None = None, path=None):
+        super().__init__(message)
+        self.filename = filename
+        self.path = path
+
+
+class UnsupportedSchemaError(BundleError):
+    """A bundle was written by a newer `astro_spt` with a schema version this one cannot read."""
+
+
+class HubError(AstroSPTError):
+    """A model could not be fetched from (or published to) the Hugging Face Hub."""
+
+
+class HubConnectionError(HubError):
+    """The hub could not be reached, timed out or answered with a server error."""
+
+
+class HubRepositoryNotFoundError(HubError):
+    """The repository does not exist on the hub, or is private and no valid token was given."""
+
+
+class HubRevisionNotFoundError(HubError):
+    """The repository exists but the requested branch, tag or commit does not."""
+
+
+class HubEntryNotFoundError(HubError):
+    """A file the bundle needs is missing from the repository at the requested revision."""
+
+
+class OfflineCacheMissError(HubError):
+    """Network access is disabled and the model is not in the local cache."""
+
+
+class HubIntegrityError(HubError, BundleIntegrityError):
+    """A downloaded file does not match its recorded sha256; it was removed from the cache."""

@@ -1,0 +1,1130 @@
+"""Estimator bundles: everything a trained estimator needs, saved as one directory.
+
+A bundle (SPEC §2, layer 4) holds the network weights, the PCA basis, the label names,
+units and scaling, the label covariance of the training loss, the Monte Carlo dropout
+settings, the training set's reference statistics (for out-of-distribution flags), the
+preprocessing settings, the provenance of the training run and the model card. On disk::
+
+    config.json          schema version, settings, provenance, sha256 of every other file
+    model.safetensors    network weights (float32, or float16 to halve the size)
+    pca.safetensors      PCA basis as plain arrays (or pca.npz)
+    README.md            Hugging Face model card (YAML front matter + accuracy tables)
+
+Loading never unpickles: weights and arrays go through ``safetensors`` (or
+``numpy.load(allow_pickle=False)``), settings through JSON, and every file is checked
+against its sha256 in ``config.json`` before it is used.
+"""
+
+import hashlib
+import io
+import json
+import math
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .exceptions import BundleError, BundleIntegrityError, UnsupportedSchemaError
+from .nn import MCPrediction, SpectralTransformer, mc_predict
+from .pca import PCABasis
+
+__all__ = [
+    "CONFIG_NAME",
+    "MODEL_CARD_NAME",
+    "SCHEMA_VERSION",
+    "EstimatorBundle",
+    "LabelPrediction",
+    "LabelSpec",
+    "ReferenceStats",
+    "find_corrupt_files",
+    "read_bundle_config",
+]
+
+SCHEMA_VERSION = 1
+"""Version of the bundle layout written by this `astro_spt`; it reads this one and older."""
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+MODEL_CARD_NAME = "README.md"
+PCA_NAMES = {"safetensors": "pca.safetensors", "npz": "pca.npz"}
+LABEL_SCALINGS = ("linear", "log10")
+REFERENCE_PERCENTILES = (50.0, 90.0, 99.0, 99.9, 100.0)
+WEIGHT_DTYPES = {"float32": torch.float32, "float16": torch.float16}
+PCA_DTYPES = ("float64", "float32")
+
+
+def _package_version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+# ---------------------------------------------------------------------------------------
+# Labels, reference statistics and predictions
+
+
+@dataclass(frozen=True)
+class LabelSpec:
+    """Name, unit and scaling of one predicted label.
+
+    The network predicts ``(g(y) - mean) / scale`` where ``y`` is the label in ``unit``
+    and ``g`` is the identity (``scaling="linear"``) or ``log10`` (``"log10"``, e.g. for
+    ages, whose errors are closer to relative than absolute).
+
+    Parameters
+    ----------
+    name : str
+        Column name of the label (``"age"``, ``"mass"``).
+    unit : str
+        Unit, as a string astropy can parse (``"Gyr"``, ``"solMass"``); ``""`` for none.
+    scaling : {"linear", "log10"}
+        Transform applied before standardisation.
+    mean, scale : float
+        Mean and standard deviation of the transformed training labels.
+
+    Examples
+    --------
+    >>> from astro_spt.bundle import LabelSpec
+    >>> age = LabelSpec("age", "Gyr", "log10", mean=0.5, scale=0.25)
+    >>> float(age.to_network(10**0.75))
+    1.0
+    >>> float(age.from_network(1.0))
+    5.623413251903491
+    """
+
+    name: str
+    unit: str
+    scaling: str = "linear"
+    mean: float = 0.0
+    scale: float = 1.0
+
+    def __post_init__(self):
+        from astropy import units as u
+
+        if not self.name or not isinstance(self.name, str):
+            raise ValueError(f"label name must be a non-empty string, got {self.name!r}")
+        if self.scaling not in LABEL_SCALINGS:
+            raise ValueError(f"scaling must be one of {LABEL_SCALINGS}, got {self.scaling!r}")
+        if not (math.isfinite(self.mean) and math.isfinite(self.scale) and self.scale > 0):
+            raise ValueError(f"label {self.name!r}: mean must be finite and scale positive")
+        try:
+            u.Unit(self.unit)
+        except ValueError as err:
+            raise ValueError(f"label {self.name!r}: cannot parse unit {self.unit!r}") from err
+        # Plain floats keep config.json free of numpy scalars.
+        object.__setattr__(self, "mean", float(self.mean))
+        object.__setattr__(self, "scale", float(self.scale))
+
+    def to_network(self, values):
+        """Physical values (in ``unit``) to the network's standardised space."""
+        values = np.asarray(values, dtype=np.float64)
+        if self.scaling == "log10":
+            values = np.log10(values)
+        return (values - self.mean) / self.scale
+
+    def from_network(self, values):
+        """Network outputs back to physical values in ``unit``."""
+        values = np.asarray(values, dtype=np.float64) * self.scale + self.mean
+        return 10.0**values if self.scaling == "log10" else values
+
+    def derivative(self, values):
+        """d(physical)/d(network output) at the given network outputs."""
+        if self.scaling == "log10":
+            return np.log(10.0) * self.scale * self.from_network(values)
+        return np.full(np.shape(values), self.scale)
+
+
+def _percentile_key(q: float) -> str:
+    return f"{float(q):g}"
+
+
+@dataclass
+class ReferenceStats:
+    """Statistics of the training set that tell how far a new spectrum is from it.
+
+    Two distances are kept, each as percentiles over the training spectra:
+
+    - ``reconstruction_error``: RMS residual of a spectrum outside the PCA basis
+      (`PCABasis.reconstruction_error`). Large when the spectrum has features the
+      training spectra did not.
+    - ``latent_distance``: Mahalanobis distance of the PCA coefficients from the
+      training mean, :math:`\\sqrt{\\sum_k z_k^2 / \\lambda_k}` with :math:`\\lambda_k`
+      the explained variances. The coefficients of the set the basis was fitted on are
+      uncorrelated with those variances, so this is the exact Mahalanobis distance for
+      that set. Large when the spectrum is an unusual mix of familiar features.
+
+    Plus the range of each label in the training set (physical units), to flag
+    predictions outside it.
+
+    Parameters
+    ----------
+    n_train : int
+        Number of training spectra.
+    reconstruction_error, latent_distance : dict of str to float
+        Percentile (as a string, ``"99.9"``) to value.
+    label_ranges : dict of str to [float, float]
+        Label name to training minimum and maximum.
+    ood_percentile : float
+        Percentile beyond which a spectrum is flagged out of distribution.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from astro_spt.bundle import ReferenceStats
+    >>> from astro_spt.pca import PCABasis
+    >>> rng = np.random.default_rng(0)
+    >>> flux = rng.normal(size=(100, 20))
+    >>> pca = PCABasis.fit(flux, n_components=5)
+    >>> ref = ReferenceStats.from_training(pca, flux, rng.uniform(1, 9, (100, 1)), ["age"])
+    >>> ref.n_train, sorted(ref.reconstruction_error)
+    (100, ['100', '50', '90', '99', '99.9'])
+    >>> ref.threshold("latent_distance", 100) == max(ref.latent_distance.values())
+    True
+    """
+
+    n_train: int
+    reconstruction_error: dict[str, float]
+    latent_distance: dict[str, float]
+    label_ranges: dict[str, list[float]] = field(default_factory=dict)
+    ood_percentile: float = 99.9
+
+    def __post_init__(self):
+        for kind in ("reconstruction_error", "latent_distance"):
+            values = {_percentile_key(float(q)): float(v) for q, v in getattr(self, kind).items()}
+            setattr(self, kind, values)
+        self.label_ranges = {k: [float(lo), float(hi)] for k, (lo, hi) in self.label_ranges.items()}
+        self.n_train = int(self.n_train)
+        self.ood_percentile = float(self.ood_percentile)
+        for kind in ("reconstruction_error", "latent_distance"):
+            if _percentile_key(self.ood_percentile) not in getattr(self, kind):
+                raise ValueError(
+                    f"ood_percentile {self.ood_percentile:g} is not among the stored "
+                    f"{kind} percentiles {sorted(getattr(self, kind), key=float)}"
+                )
+
+    @classmethod
+    def from_training(
+        cls,
+        pca: PCABasis,
+        flux,
+        labels=None,
+        label_names: Sequence[str] = (),
+        *,
+        percentiles: Sequence[float] = REFERENCE_PERCENTILES,
+        ood_percentile: float = 99.9,
+    ) -> "ReferenceStats":
+        """Measure the statistics on the training spectra (and labels).
+
+        Parameters
+        ----------
+        pca : `~astro_spt.pca.PCABasis`
+            The basis fitted on the training set.
+        flux : array-like, shape (N, n_features)
+            Preprocessed training spectra.
+        labels : array-like, shape (N, D), optional
+            Training labels in physical units, for the label ranges.
+        label_names : sequence of str
+            Names of the label columns.
+        percentiles : sequence of float
+            Percentiles to store.
+        ood_percentile : float
+            Default threshold of the out-of-distribution flag; must be in ``percentiles``.
+        """
+        flux = np.asarray(flux, dtype=np.float64)
+        recon = pca.reconstruction_error(flux)
+        latent = latent_distance(pca, pca.transform(flux))
+        ranges = {}
+        if labels is not None:
+            y = np.asarray(labels, dtype=np.float64).reshape(len(flux), -1)
+            if y.shape[1] != len(label_names):
+                raise ValueError(f"{y.shape[1]} label columns but {len(label_names)} names")
+            ranges = {
+                name: [float(np.nanmin(col)), float(np.nanmax(col))]
+                for name, col in zip(label_names, y.T, strict=True)
+            }
+        return cls(
+            n_train=len(flux),
+            reconstruction_error=dict(
+                zip(percentiles, np.percentile(recon, percentiles), strict=True)
+            ),
+            latent_distance=dict(zip(percentiles, np.percentile(latent, percentiles), strict=True)),
+            label_ranges=ranges,
+            ood_percentile=ood_percentile,
+        )
+
+    def threshold(self, kind: str, percentile: float | None = None) -> float:
+        """Stored percentile of ``kind`` (``"reconstruction_error"`` or ``"latent_distance"``).
+
+        ``percentile=None`` means ``ood_percentile``.
+        """
+        if kind not in ("reconstruction_error", "latent_distance"):
+            raise ValueError(f"unknown reference statistic {kind!r}")
+        key = _percentile_key(self.ood_percentile if percentile is None else percentile)
+        values = getattr(self, kind)
+        if key not in values:
+            raise KeyError(
+                f"percentile {key} of {kind} is not stored; stored: "
+                f"{', '.join(sorted(values, key=float))}"
+            )
+        return values[key]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The statistics as JSON types."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "ReferenceStats":
+        """Inverse of `to_dict`."""
+        return cls(**data)
+
+
+def latent_distance(pca: PCABasis, features) -> np.ndarray:
+    """Mahalanobis distance of PCA coefficients from the training mean (see `ReferenceStats`)."""
+    z = np.asarray(features, dtype=np.float64)
+    return np.sqrt(np.sum(z**2 / pca.explained_variance, axis=-1))
+
+
+@dataclass
+class LabelPrediction:
+    """Predicted labels in physical units, with their covariance.
+
+    Attributes
+    ----------
+    names : tuple of str
+        Label names.
+    units : tuple of str
+        Label units (astropy unit strings).
+    mean : `numpy.ndarray`, shape (N, D)
+        Point estimates (see `EstimatorBundle.unscale` for what they are with log scaling).
+    covariance : `numpy.ndarray`, shape (N, D, D)
+        Covariance of the estimates.
+    samples : `numpy.ndarray` or None, shape (N, T, D)
+        The Monte Carlo samples in physical units, when they were kept.
+    seed : int
+        Seed of the Monte Carlo dropout masks.
+    """
+
+    names: tuple[str, ...]
+    units: tuple[str, ...]
+    mean: np.ndarray
+    covariance: np.ndarray
+    samples: np.ndarray | None
+    seed: int
+
+    @property
+    def std(self) -> np.ndarray:
+        """Square roots of the diagonal of the covariance, shape (N, D)."""
+        return np.sqrt(np.diagonal(self.covariance, axis1=-2, axis2=-1))
+
+
+# ---------------------------------------------------------------------------------------
+# Files and config
+
+
+def _sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _sha256_file(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def _check_file_name(name: str) -> None:
+    # config.json may come from the network: its file names must not escape the bundle.
+    if not isinstance(name, str) or name != Path(name).name or name.startswith(".") or not name:
+        raise BundleError(f"invalid file name {name!r} in {CONFIG_NAME}")
+
+
+def read_bundle_config(directory) -> dict[str, Any]:
+    """Read and check the ``config.json`` of a bundle directory, without loading anything else.
+
+    Parameters
+    ----------
+    directory : path-like
+        The bundle directory.
+
+    Returns
+    -------
+    dict
+
+    Raises
+    ------
+    BundleError
+        If there is no readable ``config.json`` or it is not a bundle's.
+    UnsupportedSchemaError
+        If a newer `astro_spt` wrote the bundle; the message says which version to install.
+    """
+    path = Path(directory) / CONFIG_NAME
+    try:
+        with open(path, encoding="utf-8") as f:
+            config = json.load(f)
+    except FileNotFoundError:
+        raise BundleError(
+            f"{Path(directory)} is not an estimator bundle: no {CONFIG_NAME}"
+        ) from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise BundleError(f"cannot read {path}: {err}") from err
+    if not isinstance(config, dict) or not isinstance(config.get("schema_version"), int):
+        raise BundleError(f"{path} is not an astro_spt bundle config: no integer schema_version")
+    version = config["schema_version"]
+    if version > SCHEMA_VERSION:
+        writer = str(config.get("astro_spt_version", "unknown"))
+        # Local version labels ("+g1234") are not allowed in pip requirement specifiers.
+        needed = writer.split("+")[0]
+        raise UnsupportedSchemaError(
+            f"{Path(directory)} holds an estimator bundle of schema version {version}, "
+            f"written by astro_spt {writer}; this astro_spt ({_package_version()}) reads "
+            f"schema versions up to {SCHEMA_VERSION}. Upgrade astro_spt to load it: "
+            f"pip install --upgrade 'astro-spt>={needed}'"
+        )
+    if version < 1:
+        raise BundleError(f"{path}: invalid schema_version {version}")
+    missing = [k for k in ("labels", "network", "pca", "files") if k not in config]
+    if missing:
+        raise BundleError(f"{path} lacks the entries {', '.join(missing)}")
+    if not isinstance(config["files"], dict):
+        raise BundleError(f"{path}: 'files' must map file names to their sha256")
+    for name in config["files"]:
+        _check_file_name(name)
+    for section, key in (("network", "file"), ("pca", "file")):
+        name = config[section].get(key)
+        if name not in config["files"]:
+            raise BundleError(f"{path}: {section} file {name!r} is not listed with a sha256")
+    return config
+
+
+def find_corrupt_files(directory, config: Mapping[str, Any]) -> dict[str, str]:
+    """Files of a bundle that are missing or differ from their sha256 in ``config.json``.
+
+    Parameters
+    ----------
+    directory : path-like
+        The bundle directory.
+    config : dict
+        Its config (`read_bundle_config`).
+
+    Returns
+    -------
+    dict of str to str
+        File name to what is wrong with it; empty when every file checks out.
+    """
+    problems = {}
+    for name, entry in config["files"].items():
+        path = Path(directory) / name
+        if not path.is_file():
+            problems[name] = "missing"
+        elif _sha256_file(path) != entry.get("sha256"):
+            problems[name] = "sha256 mismatch"
+    return problems
+
+
+def _read_verified(directory: Path, name: str, entry: Mapping[str, Any]) -> bytes:
+    # Read once, hash and parse the same bytes, so nothing can change in between.
+    path = directory / name
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise BundleIntegrityError(
+            f"bundle file {name} is missing from {directory}", filename=name, path=path
+        ) from None
+    if _sha256_bytes(data) != entry.get("sha256"):
+        raise BundleIntegrityError(
+            f"bundle file {name} in {directory} does not match the sha256 recorded in "
+            f"{CONFIG_NAME}: it is corrupt or was modified. Re-download or re-save the bundle.",
+            filename=name,
+            path=path,
+        )
+    return data
+
+
+def _load_network(section: Mapping[str, Any], data: bytes, name: str) -> SpectralTransformer:
+    from safetensors import SafetensorError
+    from safetensors.torch import load as load_tensors
+
+    if section.get("class") != "SpectralTransformer":
+        raise BundleError(f"unknown network class {section.get('class')!r}")
+    try:
+        state = load_tensors(data)
+    except SafetensorError as err:
+        raise BundleError(f"cannot read the weights in {name}: {err}") from err
+    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    # Built on the meta device: no wasted random initialisation, and the global torch
+    # generator is left untouched by loading.
+    with torch.device("meta"):
+        network = SpectralTransformer(**section["hparams"])
+    try:
+        network.load_state_dict(state, strict=True, assign=True)
+    except RuntimeError as err:
+        raise BundleError(f"the weights in {name} do not fit the network: {err}") from err
+    if any(t.is_meta for t in (*network.parameters(), *network.buffers())):
+        raise BundleError(f"the weights in {name} leave parts of the network unset")
+    return network.eval()
+
+
+def _load_pca(name: str, data: bytes) -> PCABasis:
+    if name.endswith(".npz"):
+        try:
+            with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+                arrays = {key: npz[key] for key in npz.files}
+        except (ValueError, OSError) as err:
+            raise BundleError(f"cannot read the PCA basis in {name}: {err}") from err
+    else:
+        from safetensors import SafetensorError
+        from safetensors.numpy import load as load_arrays
+
+        try:
+            arrays = load_arrays(data)
+        except SafetensorError as err:
+            raise BundleError(f"cannot read the PCA basis in {name}: {err}") from err
+    try:
+        return PCABasis.from_arrays(arrays)
+    except ValueError as err:
+        raise BundleError(f"invalid PCA basis in {name}: {err}") from err
+
+
+def _write_atomically(path: Path, write) -> None:
+    """Have ``write(tmp_dir)`` fill a temporary directory beside ``path``, then swap it in."""
+    if path.exists():
+        if not path.is_dir():
+            raise BundleError(f"cannot save a bundle to {path}: it is a file")
+        if any(path.iterdir()) and not (path / CONFIG_NAME).is_file():
+            raise BundleError(
+                f"cannot save a bundle to {path}: the directory holds files and no bundle "
+                "(refusing to replace it)"
+            )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        write(tmp)
+        tmp.chmod(0o755)
+        if path.exists():
+            # A directory cannot be renamed over a non-empty one: move the old one aside,
+            # put the new one in place, and only then delete the old one.
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+            os.replace(path, old / "bundle")
+            try:
+                os.replace(tmp, path)
+            except BaseException:
+                os.replace(old / "bundle", path)
+                raise
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------------------
+# The bundle
+
+
+class EstimatorBundle:
+    """A trained estimator: network, PCA basis, labels, reference statistics, provenance.
+
+    Get one from `astro_spt.load_model` (embedded default, local directory or hub repo),
+    `EstimatorBundle.from_pretrained` (a local directory), or from training. The
+    estimation layer works through `features`, `predict_scaled` and `unscale`; the OOD
+    flags through `out_of_distribution` and `outside_label_range`.
+
+    Parameters
+    ----------
+    network : `~astro_spt.nn.SpectralTransformer`
+        The trained network; its ``n_inputs`` is the number of PCA components and its
+        ``n_outputs`` the number of labels.
+    pca : `~astro_spt.pca.PCABasis`
+        The PCA basis fitted on the training spectra.
+    labels : sequence of `LabelSpec`
+        One per network output, in order.
+    preprocess_config : dict or `~astro_spt.preprocess.PreprocessConfig`, optional
+        Preprocessing settings the training spectra went through (kept as a JSON dict).
+    label_covariance : array-like, shape (D, D), optional
+        Covariance of the training labels in the network's output space (the
+        Mahalanobis loss's :math:`\\Sigma`).
+    n_samples : int, optional
+        Default number of Monte Carlo dropout passes.
+    tau : float or None, optional
+        Model precision τ of MC dropout (`~astro_spt.nn.model_precision`); its inverse is
+        the variance floor, in the network's output space.
+    reference : `ReferenceStats`, optional
+        Training-set statistics for the out-of-distribution flags.
+    provenance : dict, optional
+        JSON-serialisable facts about training. Keys the model card and ``astro-spt
+        info`` show: ``data`` (description of the training data), ``n_train``,
+        ``n_test``, ``split``, ``seed``, ``astro_spt_version`` (the version that
+        trained it), ``license``, ``metrics`` (label name to ``{metric: value}``, e.g.
+        ``delta``, ``delta_p``, ``bias``, ``loa_low``, ``loa_high``, or a list of such
+        rows with a ``label`` key); any other key is listed as is.
+    description : str, optional
+        One line saying what this estimator is (and, for a demonstration model, what it
+        is not).
+    model_card : str or None, optional
+        README.md text; ``None`` renders one from the config when saving.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> import numpy as np
+    >>> from astro_spt.bundle import EstimatorBundle, LabelSpec
+    >>> from astro_spt.nn import SpectralTransformer
+    >>> from astro_spt.pca import PCABasis
+    >>> rng = np.random.default_rng(0)
+    >>> flux = rng.normal(size=(40, 32))
+    >>> bundle = EstimatorBundle(
+    ...     SpectralTransformer(n_inputs=6, d_model=16, n_heads=2, n_blocks=1),
+    ...     PCABasis.fit(flux, n_components=6),
+    ...     [LabelSpec("age", "Gyr", "log10", 0.5, 0.3), LabelSpec("mass", "solMass")],
+    ...     tau=50.0,
+    ...     description="untrained example, not a science model",
+    ... )
+    >>> pred = bundle.unscale(bundle.predict_scaled(bundle.features(flux[:3]), 10, seed=1))
+    >>> pred.mean.shape, pred.names
+    ((3, 2), ('age', 'mass'))
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     _ = bundle.save_pretrained(tmp + "/example")
+    ...     again = EstimatorBundle.from_pretrained(tmp + "/example")
+    >>> again2 = again.unscale(again.predict_scaled(again.features(flux[:3]), 10, seed=1))
+    >>> bool(np.array_equal(again2.mean, pred.mean))
+    True
+    """
+
+    def __init__(
+        self,
+        network: SpectralTransformer,
+        pca: PCABasis,
+        labels: Sequence[LabelSpec],
+        *,
+        preprocess_config=None,
+        label_covariance=None,
+        n_samples: int = 100,
+        tau: float | None = None,
+        reference: ReferenceStats | None = None,
+        provenance: Mapping[str, Any] | None = None,
+        description: str = "",
+        model_card: str | None = None,
+    ):
+        labels = tuple(labels)
+        hparams = network.hparams
+        if hparams["n_inputs"] != pca.n_components:
+            raise ValueError(
+                f"the network takes {hparams['n_inputs']} inputs but the PCA basis has "
+                f"{pca.n_components} components"
+            )
+        if hparams["n_outputs"] != len(labels):
+            raise ValueError(
+                f"the network has {hparams['n_outputs']} outputs for {len(labels)} labels"
+            )
+        names = [label.name for label in labels]
+        if len(set(names)) != len(names):
+            raise ValueError(f"label names must be unique, got {names}")
+        if label_covariance is not None:
+            label_covariance = np.asarray(label_covariance, dtype=np.float64)
+            if label_covariance.shape != (len(labels), len(labels)):
+                raise ValueError(
+                    f"label_covariance must have shape ({len(labels)}, {len(labels)}), "
+                    f"got {label_covariance.shape}"
+                )
+        if n_samples < 1:
+            raise ValueError(f"n_samples must be at least 1, got {n_samples}")
+        if tau is not None and not tau > 0:
+            raise ValueError(f"tau must be positive, got {tau}")
+        if hasattr(preprocess_config, "to_dict"):
+            preprocess_config = preprocess_config.to_dict()
+        self.network = network.eval()
+        self.pca = pca
+        self.labels = labels
+        self.preprocess_config = dict(preprocess_config or {})
+        self.label_covariance = label_covariance
+        self.n_samples = int(n_samples)
+        self.tau = None if tau is None else float(tau)
+        self.reference = reference
+        self.provenance = dict(provenance or {})
+        self.description = description
+        self.model_card = model_card
+        # Set by from_pretrained: where the bundle was read from, for messages.
+        self.source: str | None = None
+
+    # -- description -------------------------------------------------------------------
+
+    @property
+    def label_names(self) -> tuple[str, ...]:
+        """Names of the labels, in the order of the network outputs."""
+        return tuple(label.name for label in self.labels)
+
+    @property
+    def label_units(self) -> tuple[str, ...]:
+        """Units of the labels (astropy unit strings)."""
+        return tuple(label.unit for label in self.labels)
+
+    @property
+    def dropout(self) -> float:
+        """Dropout rate of the network, also that of Monte Carlo prediction."""
+        return self.network.hparams["dropout"]
+
+    def preprocess_settings(self):
+        """The preprocessing settings as a `~astro_spt.preprocess.PreprocessConfig`."""
+        from .preprocess import PreprocessConfig
+
+        return PreprocessConfig.from_dict(self.preprocess_config)
+
+    def to_config(self) -> dict[str, Any]:
+        """Everything but the arrays, as the JSON dict saved in ``config.json``.
+
+        The ``files`` entry (names and sha256 of the other files) is added when saving.
+        """
+        pca = self.pca
+        config = {
+            "schema_version": SCHEMA_VERSION,
+            "astro_spt_version": _package_version(),
+            "description": self.description,
+            "labels": [asdict(label) for label in self.labels],
+            "label_covariance": (
+                None if self.label_covariance is None else self.label_covariance.tolist()
+            ),
+            "preprocess_config": self.preprocess_config,
+            "network": {
+                "class": type(self.network).__name__,
+                "hparams": dict(self.network.hparams),
+                "file": WEIGHTS_NAME,
+                "dtype": "float32",
+            },
+            "pca": {
+                "file": PCA_NAMES["safetensors"],
+                "dtype": "float64",
+                "n_components": pca.n_components,
+                "n_features": pca.n_features,
+                "explained_variance_ratio_total": float(pca.explained_variance_ratio.sum()),
+            },
+            "mc_dropout": {"n_samples": self.n_samples, "tau": self.tau},
+            "reference": None if self.reference is None else self.reference.to_dict(),
+            "provenance": self.provenance,
+        }
+        return config
+
+    def __repr__(self) -> str:
+        labels = ", ".join(f"{label.name} [{label.unit}]" for label in self.labels)
+        where = f" from {self.source}" if self.source else ""
+        return (
+            f"<EstimatorBundle{where}: {labels}; {self.pca.n_components} PCA components of "
+            f"{self.pca.n_features} pixels; {self.network.count_parameters():,} parameters>"
+        )
+
+    # -- saving and loading ------------------------------------------------------------
+
+    def save_pretrained(
+        self,
+        path,
+        *,
+        dtype: str = "float32",
+        pca_dtype: str = "float64",
+        pca_format: str = "safetensors",
+        model_card: str | None = None,
+    ) -> Path:
+        """Save the bundle as a directory (written atomically).
+
+        Files are written into a temporary directory beside ``path`` which then replaces
+        ``path``, so a failed save leaves no half-written bundle. An existing bundle at
+        ``path`` is replaced; a non-empty directory that is not a bundle is refused.
+
+        Parameters
+        ----------
+        path : path-like
+            Directory to create or replace.
+        dtype : {"float32", "float16"}, optional
+            Storage type of the network weights. ``"float16"`` halves the file; the
+            weights are loaded back as float32, rounded to half precision (integer
+            buffers are kept exact).
+        pca_dtype : {"float64", "float32"}, optional
+            Storage type of the PCA arrays.
+        pca_format : {"safetensors", "npz"}, optional
+            File format of the PCA basis.
+        model_card : str or None, optional
+            README.md text; default the bundle's ``model_card``, or one rendered from
+            the config when that is ``None``.
+
+        Returns
+        -------
+        `pathlib.Path`
+            The bundle directory.
+
+        Raises
+        ------
+        BundleError
+            If ``path`` is a file or a non-empty directory that is not a bundle.
+        """
+        from safetensors.numpy import save as save_arrays
+        from safetensors.torch import save as save_tensors
+
+        from .model_card import render_model_card
+
+        if dtype not in WEIGHT_DTYPES:
+            raise ValueError(f"dtype must be one of {tuple(WEIGHT_DTYPES)}, got {dtype!r}")
+        if pca_dtype not in PCA_DTYPES:
+            raise ValueError(f"pca_dtype must be one of {PCA_DTYPES}, got {pca_dtype!r}")
+        if pca_format not in PCA_NAMES:
+            raise ValueError(f"pca_format must be one of {tuple(PCA_NAMES)}, got {pca_format!r}")
+
+        config = self.to_config()
+        config["network"]["dtype"] = dtype
+        config["pca"].update(file=PCA_NAMES[pca_format], dtype=pca_dtype)
+
+        state = {
+            key: (value.to(WEIGHT_DTYPES[dtype]) if value.is_floating_point() else value)
+            .detach()
+            .cpu()
+            .contiguous()
+            for key, value in self.network.state_dict().items()
+        }
+        weights = save_tensors(state, metadata={"format": "pt"})
+        arrays = {
+            k: np.ascontiguousarray(v, dtype=pca_dtype) for k, v in self.pca.to_arrays().items()
+        }
+        if pca_format == "npz":
+            buffer = io.BytesIO()
+            np.savez(buffer, **arrays)
+            pca_bytes = buffer.getvalue()
+        else:
+            pca_bytes = save_arrays(arrays)
+        payloads = {WEIGHTS_NAME: weights, PCA_NAMES[pca_format]: pca_bytes}
+        card = model_card if model_card is not None else self.model_card
+        if card is None:
+            card = render_model_card(config)
+        payloads[MODEL_CARD_NAME] = card.encode("utf-8")
+        config["files"] = {
+            name: {"sha256": _sha256_bytes(data), "size": len(data)}
+            for name, data in payloads.items()
+        }
+        text = json.dumps(config, indent=2, allow_nan=False) + "\n"
+
+        def write(directory: Path) -> None:
+            for name, data in payloads.items():
+                (directory / name).write_bytes(data)
+            # Written last: a directory with a config.json is a complete bundle.
+            (directory / CONFIG_NAME).write_text(text, encoding="utf-8")
+
+        path = Path(path)
+        _write_atomically(path, write)
+        return path
+
+    @classmethod
+    def from_pretrained(cls, path) -> "EstimatorBundle":
+        """Load a bundle directory written by `save_pretrained`.
+
+        Every file listed in ``config.json`` is checked against its sha256 before use;
+        nothing is unpickled.
+
+        Parameters
+        ----------
+        path : path-like
+            The bundle directory.
+
+        Returns
+        -------
+        `EstimatorBundle`
+
+        Raises
+        ------
+        BundleError
+            If the directory is not a valid bundle.
+        BundleIntegrityError
+            If a file is missing or differs from its recorded sha256 (the message names it).
+        UnsupportedSchemaError
+            If a newer `astro_spt` wrote it (the message names the version to install).
+        """
+        directory = Path(path)
+        config = read_bundle_config(directory)
+        data = {name: _read_verified(directory, name, e) for name, e in config["files"].items()}
+        weights_name = config["network"]["file"]
+        network = _load_network(config["network"], data[weights_name], weights_name)
+        pca = _load_pca(config["pca"]["file"], data[config["pca"]["file"]])
+        try:
+            labels = [LabelSpec(**label) for label in config["labels"]]
+            reference = config.get("reference")
+            mc = config.get("mc_dropout") or {}
+            bundle = cls(
+                network,
+                pca,
+                labels,
+                preprocess_config=config.get("preprocess_config"),
+                label_covariance=config.get("label_covariance"),
+                n_samples=mc.get("n_samples", 100),
+                tau=mc.get("tau"),
+                reference=None if reference is None else ReferenceStats.from_dict(reference),
+                provenance=config.get("provenance"),
+                description=config.get("description", ""),
+                model_card=(
+                    data[MODEL_CARD_NAME].decode("utf-8") if MODEL_CARD_NAME in data else None
+                ),
+            )
+        except (TypeError, ValueError, KeyError) as err:
+            raise BundleError(f"invalid settings in {directory / CONFIG_NAME}: {err}") from err
+        bundle.source = str(directory)
+        return bundle
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        *,
+        revision: str | None = None,
+        private: bool | None = None,
+        token: str | None = None,
+        commit_message: str = "Upload astro_spt estimator bundle",
+        endpoint: str | None = None,
+        dtype: str = "float32",
+    ) -> str:
+        """Publish the bundle to a Hugging Face Hub repository.
+
+        Creates the repository (and the ``revision`` branch) when missing, saves the
+        bundle into a temporary directory and commits its files in one commit. See
+        `astro_spt.hub.push_bundle`, which does the work.
+
+        Parameters
+        ----------
+        repo_id : str
+            ``"namespace/name"``.
+        revision : str or None, optional
+            Branch to commit to (default the repository's main branch).
+        private : bool or None, optional
+            Visibility of a newly created repository.
+        token : str or None, optional
+            Hub token with write access (default the locally saved one).
+        commit_message : str, optional
+            Summary of the commit.
+        endpoint : str or None, optional
+            Hub URL (default ``astro_spt.conf.hub_endpoint``, then ``HF_ENDPOINT``).
+        dtype : {"float32", "float16"}, optional
+            Storage type of the weights.
+
+        Returns
+        -------
+        str
+            The commit hash: pass it as ``revision`` to load exactly this bundle.
+
+        Raises
+        ------
+        HubError
+            If the hub refuses or cannot be reached.
+        """
+        # The hub layer sits below this one; the import is deferred to keep the layering
+        # one-directional at import time.
+        from .hub import push_bundle
+
+        return push_bundle(
+            self,
+            repo_id,
+            revision=revision,
+            private=private,
+            token=token,
+            commit_message=commit_message,
+            endpoint=endpoint,
+            dtype=dtype,
+        )
+
+    # -- prediction --------------------------------------------------------------------
+
+    def to(self, device) -> "EstimatorBundle":
+        """Move the network to ``device`` (``"cpu"``, ``"cuda"``, ...); returns ``self``."""
+        self.network.to(device)
+        return self
+
+    def features(self, flux) -> np.ndarray:
+        """Network inputs of preprocessed spectra: their PCA coefficients, as float32.
+
+        Parameters
+        ----------
+        flux : array-like, shape (N, n_features)
+            Preprocessed spectra on the model grid.
+
+        Returns
+        -------
+        `numpy.ndarray`, shape (N, n_components), float32
+        """
+        return self.pca.transform(flux).astype(np.float32)
+
+    def predict_scaled(
+        self,
+        features,
+        n_samples: int | None = None,
+        *,
+        seed: int | None = None,
+        keys=None,
+        return_samples: bool = False,
+        device=None,
+    ) -> MCPrediction:
+        """Monte Carlo dropout prediction in the network's (standardised) label space.
+
+        Parameters
+        ----------
+        features : array-like or `torch.Tensor`, shape (N, n_components)
+            Output of `features`.
+        n_samples : int or None, optional
+            Number of passes T; default the bundle's ``n_samples``.
+        seed : int or None, optional
+            Seed of the dropout masks; the same seed gives bit-identical results.
+        keys : sequence of bytes or None, optional
+            Per-spectrum identifiers that seed the masks with ``seed`` (see
+            `~astro_spt.nn.mc_predict`); default a hash of the features.
+        return_samples : bool, optional
+            Keep the T passes (needed by ``unscale(method="samples")``).
+        device : str or `torch.device` or None, optional
+            Where to run; default where the network is.
+
+        Returns
+        -------
+        `~astro_spt.nn.MCPrediction`
+            On the CPU, with the bundle's τ⁻¹ variance floor in the covariance.
+        """
+        if device is not None:
+            self.network.to(device)
+        device = next(self.network.parameters()).device
+        x = torch.as_tensor(np.asarray(features, dtype=np.float32), device=device)
+        prediction = mc_predict(
+            self.network,
+            x,
+            self.n_samples if n_samples is None else n_samples,
+            tau=self.tau,
+            seed=seed,
+            keys=keys,
+            return_samples=return_samples,
+        )
+        return MCPrediction(
+            prediction.mean.cpu(),
+            prediction.covariance.cpu(),
+            None if prediction.samples is None else prediction.samples.cpu(),
+            prediction.seed,
+        )
+
+    def unscale(self, prediction: MCPrediction, *, method: str | None = None) -> LabelPrediction:
+        """Map a prediction from the network's label space to physical units.
+
+        Parameters
+        ----------
+        prediction : `~astro_spt.nn.MCPrediction`
+            Output of `predict_scaled`.
+        method : {"samples", "delta"} or None, optional
+            ``"samples"`` transforms every Monte Carlo sample to physical units and
+            takes their mean and covariance; the τ⁻¹ variance floor is added through
+            the Jacobian at the network-space mean. For a ``log10`` label the mean of
+            the samples is a mean of a skewed distribution. ``"delta"`` transforms the
+            network-space mean, and propagates the covariance to first order
+            (:math:`J \\Sigma J^T`, :math:`J` the Jacobian at the mean); for a
+            ``log10`` label that point estimate is the median of a log-normal, not its
+            mean. Linear labels give the same result either way. Default:
+            ``"samples"`` when the prediction holds samples, else ``"delta"``.
+
+        Returns
+        -------
+        `LabelPrediction`
+        """
+        if method is None:
+            method = "samples" if prediction.samples is not None else "delta"
+        if method not in ("samples", "delta"):
+            raise ValueError(f"method must be 'samples' or 'delta', got {method!r}")
+        mean_net = prediction.mean.double().numpy()
+        cov_net = prediction.covariance.double().numpy()
+        jacobian = np.stack(
+            [label.derivative(mean_net[:, i]) for i, label in enumerate(self.labels)], axis=-1
+        )
+        samples = None
+        if prediction.samples is not None:
+            s = prediction.samples.double().numpy()
+            samples = np.stack(
+                [label.from_network(s[..., i]) for i, label in enumerate(self.labels)], axis=-1
+            )
+        if method == "samples":
+            if samples is None:
+                raise ValueError("method='samples' needs predict_scaled(..., return_samples=True)")
+            mean = samples.mean(axis=1)
+            centred = samples - mean[:, np.newaxis]
+            covariance = np.einsum("ntd,nte->nde", centred, centred) / samples.shape[1]
+            if self.tau is not None:
+                covariance += np.einsum(
+                    "nd,ne,de->nde", jacobian, jacobian, np.eye(len(self.labels)) / self.tau
+                )
+        else:
+            mean = np.stack(
+                [label.from_network(mean_net[:, i]) for i, label in enumerate(self.labels)],
+                axis=-1,
+            )
+            covariance = jacobian[:, :, np.newaxis] * cov_net * jacobian[:, np.newaxis, :]
+        return LabelPrediction(
+            self.label_names, self.label_units, mean, covariance, samples, prediction.seed
+        )
+
+    def labels_to_network(self, values) -> np.ndarray:
+        """Physical labels, shape (N, D), to the network's standardised space."""
+        values = np.asarray(values, dtype=np.float64)
+        return np.stack(
+            [label.to_network(values[..., i]) for i, label in enumerate(self.labels)], axis=-1
+        )
+
+    # -- out-of-distribution flags -----------------------------------------------------
+
+    def _reference(self) -> ReferenceStats:
+        if self.reference is None:
+            raise BundleError("this bundle has no reference statistics of its training set")
+        return self.reference
+
+    def out_of_distribution(self, flux, features=None, *, percentile: float | None = None):
+        """Whether spectra lie beyond the training set in the PCA space or outside it.
+
+        A spectrum is flagged when its PCA reconstruction error or its latent Mahalanobis
+        distance (see `ReferenceStats`) exceeds the training set's ``percentile``.
+
+        Parameters
+        ----------
+        flux : array-like, shape (N, n_features)
+            Preprocessed spectra.
+        features : array-like, shape (N, n_components), optional
+            Their PCA coefficients, if already computed.
+        percentile : float or None, optional
+            Default the reference statistics' ``ood_percentile``.
+
+        Returns
+        -------
+        `numpy.ndarray` of bool, shape (N,)
+        """
+        reference = self._reference()
+        if features is None:
+            features = self.pca.transform(flux)
+        recon = self.pca.reconstruction_error(flux)
+        latent = latent_distance(self.pca, features)
+        return (recon > reference.threshold("reconstruction_error", percentile)) | (
+            latent > reference.threshold("latent_distance", percentile)
+        )
+
+    def outside_label_range(self, values) -> np.ndarray:
+        """Whether predicted labels, shape (N, D) in physical units, leave the training range.
+
+        Returns
+        -------
+        `numpy.ndarray` of bool, shape (N,)
+            True where any label with a stored range is below its training minimum or
+            above its maximum.
+        """
+        ranges = self._reference().label_ranges
+        values = np.asarray(values, dtype=np.float64)
+        outside = np.zeros(values.shape[:-1], dtype=bool)
+        for i, name in enumerate(self.label_names):
+            if name in ranges:
+                low, high = ranges[name]
+                outside |= (values[..., i] < low) | (values[..., i] > high)
+        return outside
+
+    # -- estimation (SPEC §2, layer 6) -------------------------------------------------
+
+    def estimate(self, spectra, **kwargs):
+        """Ages and masses (or this bundle's labels) of spectra: `astro_spt.estimate`.
+
+        Same as ``astro_spt.estimate(spectra, model=self, **kwargs)``.
+        """
+        # The estimation layer sits below this one and imports it; resolved at call time.
+        from .estimate import estimate
+
+        return estimate(spectra, model=self, **kwargs)

@@ -1,0 +1,277 @@
+"""Principal component analysis of preprocessed spectra, stored as plain arrays.
+
+The SPT network does not see the 4,096 fluxes of a spectrum but their first principal
+components (SPT paper §3.2: 143 components, 99.9 % of the cumulative variance). The basis
+is fitted on the training set only and travels with the trained network in the estimator
+bundle (`astro_spt.bundle`), as arrays: mean, components, explained variance. It is never
+a pickled scikit-learn object, so loading a bundle cannot run code.
+"""
+
+from collections.abc import Mapping
+
+import numpy as np
+
+__all__ = ["PCABasis"]
+
+_ARRAY_NAMES = ("mean", "components", "explained_variance", "explained_variance_ratio")
+
+
+class PCABasis:
+    """A fitted principal-component basis: mean, orthonormal components, variances.
+
+    Build one with `PCABasis.fit` (or `PCABasis.from_arrays` to restore a saved one).
+    ``transform`` centres the data on the training mean and projects it on the
+    components; ``inverse_transform`` maps coefficients back to pixels.
+
+    Parameters
+    ----------
+    mean : array-like, shape (n_features,)
+        Mean of the training data.
+    components : array-like, shape (n_components, n_features)
+        Principal axes, one orthonormal row per component, by decreasing variance.
+    explained_variance : array-like, shape (n_components,)
+        Variance of the training data along each component.
+    explained_variance_ratio : array-like, shape (n_components,)
+        Fraction of the training data's total variance along each component.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from astro_spt.pca import PCABasis
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.normal(size=(200, 3)) @ rng.normal(size=(3, 50))  # rank 3
+    >>> pca = PCABasis.fit(X, variance_threshold=0.999)
+    >>> pca.n_components, pca.n_features
+    (3, 50)
+    >>> bool(np.allclose(pca.inverse_transform(pca.transform(X)), X))
+    True
+    >>> bool(pca.reconstruction_error(X).max() < 1e-12)
+    True
+    """
+
+    def __init__(self, mean, components, explained_variance, explained_variance_ratio):
+        self.mean = np.asarray(mean, dtype=np.float64)
+        self.components = np.asarray(components, dtype=np.float64)
+        self.explained_variance = np.asarray(explained_variance, dtype=np.float64)
+        self.explained_variance_ratio = np.asarray(explained_variance_ratio, dtype=np.float64)
+        if self.mean.ndim != 1 or self.components.ndim != 2:
+            raise ValueError(
+                "mean must be 1-D and components 2-D, got shapes "
+                f"{self.mean.shape} and {self.components.shape}"
+            )
+        n_components, n_features = self.components.shape
+        if self.mean.shape[0] != n_features or n_components == 0:
+            raise ValueError(
+                f"components of shape {self.components.shape} do not match a mean of "
+                f"{self.mean.shape[0]} features"
+            )
+        for name in ("explained_variance", "explained_variance_ratio"):
+            if getattr(self, name).shape != (n_components,):
+                raise ValueError(
+                    f"{name} must have shape ({n_components},), got {getattr(self, name).shape}"
+                )
+        for name in _ARRAY_NAMES:
+            if not np.all(np.isfinite(getattr(self, name))):
+                raise ValueError(f"{name} holds non-finite values")
+
+    @classmethod
+    def fit(
+        cls,
+        X,
+        n_components: int | None = None,
+        variance_threshold: float | None = None,
+    ) -> "PCABasis":
+        """Fit a basis to the rows of ``X`` by singular value decomposition in float64.
+
+        Parameters
+        ----------
+        X : array-like, shape (n_samples, n_features)
+            Training data, one preprocessed spectrum per row.
+        n_components : int or None, optional
+            Number of components to keep.
+        variance_threshold : float or None, optional
+            Keep the fewest components whose cumulative explained-variance ratio reaches
+            this fraction (the paper keeps 99.9 %: ``0.999``). Give at most one of
+            ``n_components`` and ``variance_threshold``; with neither, all
+            ``min(n_samples, n_features)`` components are kept.
+
+        Returns
+        -------
+        `PCABasis`
+
+        Raises
+        ------
+        ValueError
+            If ``X`` is not a finite 2-D array of at least two rows, or the component
+            settings are invalid.
+
+        Notes
+        -----
+        The sign of each component is fixed so that its largest-magnitude coefficient is
+        positive, so refitting the same data gives the same basis. The variances are
+        ``s**2 / (n_samples - 1)`` for singular values ``s``, as in scikit-learn.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from astro_spt.pca import PCABasis
+        >>> X = np.random.default_rng(1).normal(size=(30, 8))
+        >>> PCABasis.fit(X, n_components=2).components.shape
+        (2, 8)
+        """
+        X = np.asarray(X, dtype=np.float64)
+        if X.ndim != 2 or X.shape[0] < 2:
+            raise ValueError(f"X must have shape (n_samples >= 2, n_features), got {X.shape}")
+        if not np.all(np.isfinite(X)):
+            raise ValueError("X holds non-finite values; repair or drop those spectra first")
+        if n_components is not None and variance_threshold is not None:
+            raise ValueError("give n_components or variance_threshold, not both")
+        n_max = min(X.shape)
+        if n_components is not None and not 1 <= n_components <= n_max:
+            raise ValueError(f"n_components must be between 1 and {n_max}, got {n_components}")
+        if variance_threshold is not None and not 0 < variance_threshold <= 1:
+            raise ValueError(f"variance_threshold must be in (0, 1], got {variance_threshold}")
+
+        mean = X.mean(axis=0)
+        _, s, vt = np.linalg.svd(X - mean, full_matrices=False)
+        # Same sign convention as scikit-learn's svd_flip(u_based_decision=False).
+        signs = np.sign(vt[np.arange(vt.shape[0]), np.argmax(np.abs(vt), axis=1)])
+        signs[signs == 0] = 1.0
+        vt *= signs[:, np.newaxis]
+
+        variance = s**2 / (X.shape[0] - 1)
+        total = variance.sum()
+        ratio = variance / total if total > 0 else np.zeros_like(variance)
+        if variance_threshold is not None:
+            # The small tolerance keeps a threshold of exactly 1 reachable despite rounding.
+            reached = np.cumsum(ratio) >= variance_threshold - 1e-12
+            n_components = int(np.argmax(reached)) + 1 if reached.any() else n_max
+        elif n_components is None:
+            n_components = n_max
+        return cls(mean, vt[:n_components], variance[:n_components], ratio[:n_components])
+
+    @property
+    def n_components(self) -> int:
+        """Number of components."""
+        return self.components.shape[0]
+
+    @property
+    def n_features(self) -> int:
+        """Number of input features (pixels)."""
+        return self.components.shape[1]
+
+    def _check(self, X) -> np.ndarray:
+        X = np.asarray(X, dtype=np.float64)
+        if X.ndim != 2 or X.shape[1] != self.n_features:
+            raise ValueError(f"expected shape (n_spectra, {self.n_features}), got {X.shape}")
+        return X
+
+    def transform(self, X) -> np.ndarray:
+        """Coefficients of the rows of ``X`` on the components (float64).
+
+        Parameters
+        ----------
+        X : array-like, shape (n_spectra, n_features)
+
+        Returns
+        -------
+        `numpy.ndarray`, shape (n_spectra, n_components)
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from astro_spt.pca import PCABasis
+        >>> pca = PCABasis([0.0, 0.0], [[0.6, 0.8]], [1.0], [1.0])
+        >>> pca.transform([[3.0, 4.0]])
+        array([[5.]])
+        """
+        return (self._check(X) - self.mean) @ self.components.T
+
+    def inverse_transform(self, Z) -> np.ndarray:
+        """Pixels rebuilt from component coefficients.
+
+        Parameters
+        ----------
+        Z : array-like, shape (n_spectra, n_components)
+
+        Returns
+        -------
+        `numpy.ndarray`, shape (n_spectra, n_features)
+
+        Examples
+        --------
+        >>> from astro_spt.pca import PCABasis
+        >>> pca = PCABasis([1.0, 1.0], [[0.6, 0.8]], [1.0], [1.0])
+        >>> pca.inverse_transform([[5.0]])
+        array([[4., 5.]])
+        """
+        Z = np.asarray(Z, dtype=np.float64)
+        if Z.ndim != 2 or Z.shape[1] != self.n_components:
+            raise ValueError(f"expected shape (n_spectra, {self.n_components}), got {Z.shape}")
+        return Z @ self.components + self.mean
+
+    def reconstruction_error(self, X) -> np.ndarray:
+        """Root-mean-square residual per spectrum after projection on the basis.
+
+        A spectrum unlike the training set leaves a large residual outside the
+        components; the bundle compares it with the training set's percentiles to flag
+        inputs out of the training distribution.
+
+        Parameters
+        ----------
+        X : array-like, shape (n_spectra, n_features)
+
+        Returns
+        -------
+        `numpy.ndarray`, shape (n_spectra,)
+
+        Examples
+        --------
+        >>> from astro_spt.pca import PCABasis
+        >>> pca = PCABasis([0.0, 0.0], [[1.0, 0.0]], [1.0], [1.0])
+        >>> pca.reconstruction_error([[3.0, 2.0]])
+        array([1.41421356])
+        """
+        X = self._check(X)
+        centred = X - self.mean
+        residual = centred - (centred @ self.components.T) @ self.components
+        return np.sqrt(np.mean(residual**2, axis=1))
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """The basis as a dict of plain arrays (for safetensors or ``.npz`` files).
+
+        Examples
+        --------
+        >>> from astro_spt.pca import PCABasis
+        >>> sorted(PCABasis([0.0], [[1.0]], [2.0], [1.0]).to_arrays())
+        ['components', 'explained_variance', 'explained_variance_ratio', 'mean']
+        """
+        return {name: getattr(self, name) for name in _ARRAY_NAMES}
+
+    @classmethod
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> "PCABasis":
+        """Rebuild a basis from the arrays of `to_arrays` (any float dtype; held as float64).
+
+        Raises
+        ------
+        ValueError
+            If an array is missing or the shapes do not fit together.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from astro_spt.pca import PCABasis
+        >>> pca = PCABasis.fit(np.random.default_rng(2).normal(size=(10, 4)), n_components=2)
+        >>> bool(np.array_equal(PCABasis.from_arrays(pca.to_arrays()).components, pca.components))
+        True
+        """
+        missing = [name for name in _ARRAY_NAMES if name not in arrays]
+        if missing:
+            raise ValueError(f"PCA arrays are missing {', '.join(missing)}")
+        return cls(**{name: np.asarray(arrays[name]) for name in _ARRAY_NAMES})
+
+    def __repr__(self) -> str:
+        return (
+            f"<PCABasis: {self.n_components} components of {self.n_features} features, "
+            f"{self.explained_variance_ratio.sum():.4%} of the variance>"
+        )

@@ -1,0 +1,126 @@
+"""Tests of the ``astro-spt`` command line: ``download`` and ``info``."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hf_server import LocalHub, isolate_huggingface_hub, make_bundle
+
+from astro_spt.cli import (
+    EXIT_HUB_ERROR,
+    EXIT_OK,
+    EXIT_USAGE_ERROR,
+    EXIT_USER_ERROR,
+    main,
+)
+
+REPO = "astro-spt-tests/cli"
+
+
+@pytest.fixture(autouse=True)
+def isolated(monkeypatch):
+    isolate_huggingface_hub(monkeypatch)
+
+
+@pytest.fixture(scope="module")
+def bundle():
+    return make_bundle(seed=2)[0]
+
+
+@pytest.fixture
+def bundle_dir(bundle, tmp_path):
+    return bundle.save_pretrained(tmp_path / "bundle")
+
+
+@pytest.fixture
+def hub(bundle_dir):
+    with LocalHub() as server:
+        server.commit_folder(REPO, bundle_dir)
+        yield server
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["download", "--help"], ["info", "--help"]])
+def test_help(argv, capsys):
+    assert main(argv) == EXIT_OK
+    out = capsys.readouterr().out
+    assert "usage: astro-spt" in out
+    assert "exit codes: 0 success; 1 user or input error; 2 usage error; 3 network" in out
+
+
+def test_usage_errors(capsys):
+    assert main([]) == EXIT_USAGE_ERROR
+    assert main(["frobnicate"]) == EXIT_USAGE_ERROR
+    assert main(["download"]) == EXIT_USAGE_ERROR
+    assert "REPO" in capsys.readouterr().err
+    assert main(["--version"]) == EXIT_OK
+
+
+def test_download(hub, tmp_path, capsys, monkeypatch):
+    cache = tmp_path / "cache"
+    argv = [
+        "download",
+        REPO,
+        "--revision",
+        "main",
+        "--cache-dir",
+        str(cache),
+        "--endpoint",
+        hub.url,
+    ]
+    assert main(argv) == EXIT_OK
+    captured = capsys.readouterr()
+    path = Path(captured.out.strip())
+    assert path.is_dir() and (path / "config.json").is_file()
+    assert path.is_relative_to(cache.resolve())
+    assert "cached and verified" in captured.err
+    # Later, offline, it loads from the cache.
+    hub.stop()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert main(["info", REPO, "--cache-dir", str(cache)]) == EXIT_OK
+    assert "age [Gyr] (log10), mass [solMass] (linear)" in capsys.readouterr().out
+
+
+def test_download_errors(hub, tmp_path, capsys):
+    cache = str(tmp_path / "cache")
+    assert (
+        main(["download", "astro-spt-tests/none", "--cache-dir", cache, "--endpoint", hub.url]) == 3
+    )
+    assert "was not found" in capsys.readouterr().err
+    assert main(["download", REPO, "-r", "v7", "--cache-dir", cache, "--endpoint", hub.url]) == 3
+    assert "revision 'v7'" in capsys.readouterr().err
+    code = main(["info", REPO, "--offline", "--cache-dir", cache, "--endpoint", hub.url])
+    assert code == EXIT_HUB_ERROR
+    assert f"astro-spt download {REPO} --revision main" in capsys.readouterr().err
+    assert main(["download", "not a repo", "--cache-dir", cache]) == EXIT_USER_ERROR
+
+
+def test_info_on_a_directory(bundle_dir, capsys):
+    assert main(["info", str(bundle_dir)]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert f"astro_spt estimator bundle from {bundle_dir}" in out
+    assert "labels:         age [Gyr] (log10), mass [solMass] (linear)" in out
+    assert "training data:  random numbers (test bundle, not a science model)" in out
+    assert "8 components of 64 pixels" in out
+    assert "age [Gyr]  16  1.5" in out  # the accuracy table
+    assert "model.safetensors" in out
+
+
+def test_info_errors(bundle_dir, capsys):
+    weights = bundle_dir / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-1] + b"\1")
+    assert main(["info", str(bundle_dir)]) == EXIT_USER_ERROR
+    assert "model.safetensors" in capsys.readouterr().err
+    assert main(["info"]) == EXIT_USER_ERROR  # no embedded model yet
+    assert "No embedded default model" in capsys.readouterr().err
+
+
+def test_python_dash_m(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "astro_spt.cli", "info", str(tmp_path / "missing")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == EXIT_USER_ERROR
+    assert "neither a bundle directory nor a hub repository id" in result.stderr
