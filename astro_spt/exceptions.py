@@ -79,3 +79,21 @@ class OfflineCacheMissError(HubError):
 
 class HubIntegrityError(HubError, BundleIntegrityError):
     """A downloaded file does not match its recorded sha256; it was removed from the cache."""
+
+
+# Preprocessing (astro_spt.preprocess).
+__all__ += ["InvalidConfigError", "InvalidSpectrumError"]
+
+
+class InvalidSpectrumError(AstroSPTError, ValueError):
+    """A spectrum cannot be preprocessed.
+
+    Raised for malformed input (no spectral unit, unsorted or duplicate wavelengths, flux
+    and uncertainty of different shapes, no data on the model grid), and for spectra that
+    would be flagged ``unreadable`` when ``strict=True`` is asked for. The message names the
+    spectrum (its index in the batch) and the reason.
+    """
+
+
+class InvalidConfigError(AstroSPTError, ValueError):
+    """A preprocessing (or model) configuration has an unknown key or an invalid value."""

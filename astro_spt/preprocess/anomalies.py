@@ -1,0 +1,277 @@
+"""Detection, repair and flagging of anomalous pixels in spectra on the model grid.
+
+SPT paper §3.2 (Fig. 4) drops spectra with four kinds of anomaly: missing values,
+negative flux, outliers (spikes and troughs) and oscillations. A library must not silently
+drop a user's star, so `detect_anomalies` finds each kind in a whole batch at once,
+repairs what can be repaired (interpolates over gaps and negative stretches, replaces
+spikes by a running median) and sets one bit of `astro_spt.flags` per kind, plus the bits
+for poor wavelength coverage, low signal-to-noise ratio, repaired pixels, heavy damage and
+unreadable spectra.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from astro_spt import flags as _flags
+
+from ._numerics import fill_gaps, gaussian_smooth, nanmedian_rows, run_lengths, running_median
+from .config import PreprocessConfig, _pixels
+
+__all__ = ["AnomalyResult", "detect_anomalies"]
+
+# Robust standard deviation from the median absolute deviation of a Gaussian.
+_MAD_TO_SIGMA = 1.482602218505602
+# Pixels per block of the robust local noise scale used by the spike test.
+_SCALE_BLOCK = 128
+# Width, in frequency bins, of the blocks whose median power is the periodogram's baseline.
+_BASELINE_BINS = 32
+
+
+@dataclass
+class AnomalyResult:
+    """The repaired spectra and what was found in them, from `detect_anomalies`.
+
+    Attributes
+    ----------
+    flux : `~numpy.ndarray`, shape (n, n_pixels)
+        Repaired flux: finite everywhere (0 in unreadable rows).
+    ivar : `~numpy.ndarray`, shape (n, n_pixels)
+        Inverse variance; 0 at repaired and unmeasured pixels.
+    mask : `~numpy.ndarray` of bool, shape (n, n_pixels)
+        True at pixels whose flux is not a measurement: repaired, or outside the input's
+        wavelength range (filled with the nearest measured value).
+    flags : `~numpy.ndarray` of `~astro_spt.flags.FLAG_DTYPE`, shape (n,)
+        Bit mask per spectrum (see `astro_spt.flags`).
+    n_repaired : `~numpy.ndarray` of int, shape (n,)
+        Number of repaired pixels inside the input's wavelength range.
+    n_spikes : `~numpy.ndarray` of int, shape (n,)
+        Number of spikes and troughs found.
+    snr : `~numpy.ndarray`, shape (n,)
+        Median per-pixel signal-to-noise ratio of the valid pixels (NaN if none).
+    coverage : `~numpy.ndarray`, shape (n,)
+        Fraction of the grid inside the input's wavelength range.
+    oscillation_power : `~numpy.ndarray`, shape (n,)
+        Highest ratio of the periodogram to its running median in the ripple band.
+    oscillation_amplitude : `~numpy.ndarray`, shape (n,)
+        Relative amplitude of the ripple at that peak.
+    """
+
+    flux: np.ndarray
+    ivar: np.ndarray
+    mask: np.ndarray
+    flags: np.ndarray
+    n_repaired: np.ndarray
+    n_spikes: np.ndarray
+    snr: np.ndarray
+    coverage: np.ndarray
+    oscillation_power: np.ndarray
+    oscillation_amplitude: np.ndarray
+
+
+def _block_scale(residual: np.ndarray, good: np.ndarray) -> np.ndarray:
+    """Robust standard deviation of the residual in blocks of pixels, per pixel."""
+    n, m = residual.shape
+    n_blocks = -(-m // _SCALE_BLOCK)
+    padded = np.full((n, n_blocks * _SCALE_BLOCK), np.nan, dtype=residual.dtype)
+    padded[:, :m] = np.where(good, np.abs(residual), np.nan)
+    scale = _MAD_TO_SIGMA * nanmedian_rows(padded.reshape(n, n_blocks, _SCALE_BLOCK))
+    return np.repeat(scale, _SCALE_BLOCK, axis=1)[:, :m]
+
+
+def _dilate(flagged: np.ndarray) -> np.ndarray:
+    grown = flagged.copy()
+    grown[:, 1:] |= flagged[:, :-1]
+    grown[:, :-1] |= flagged[:, 1:]
+    return grown
+
+
+def _count_runs(flagged: np.ndarray) -> np.ndarray:
+    starts = flagged.copy()
+    starts[:, 1:] &= ~flagged[:, :-1]
+    return starts.sum(axis=1)
+
+
+def _find_spikes(flux, ivar, good, settings):
+    """Spikes and troughs against a running median (cosmic rays, sky-line residuals)."""
+    smooth = running_median(flux, settings.spike_window)
+    residual = flux - smooth
+    # The noise is the larger of the pipeline's error and a robust local scatter of the
+    # residual, so that neither underestimated errors nor the residuals of dense line
+    # forests make spikes.
+    sigma = np.full_like(flux, np.nan)
+    np.divide(1.0, np.sqrt(ivar), out=sigma, where=good & (ivar > 0))
+    scale = np.fmax(sigma, _block_scale(residual, good))
+    significant = np.abs(residual) > settings.spike_threshold * scale
+    # Measured on the 1,979 DR10 development spectra: the cores of real absorption lines
+    # (Balmer, Ca II, Na D) lie up to ~35 % below a 7-pixel running median and are highly
+    # significant at high S/N, while the artefacts (dead pixels at zero flux, sky-line
+    # residuals, cosmic rays) depart from it by more than half the local flux.
+    pronounced = np.abs(residual) > settings.spike_min_relative * np.abs(smooth)
+    return good & significant & pronounced, smooth
+
+
+def _oscillation(flux, covered, settings, pixel_scale_aa):
+    """Highest periodogram peak over its running median, and its amplitude."""
+    n, m = flux.shape
+    max_period = settings.oscillation_max_period_aa / pixel_scale_aa
+    min_period = settings.oscillation_min_period_aa / pixel_scale_aa
+    # Smoothing as wide as the longest period removes the continuum but not the ripples.
+    smooth = gaussian_smooth(flux, max_period)
+    level = np.abs(nanmedian_rows(np.where(covered, smooth, np.nan)))
+    denominator = np.maximum(smooth, 0.1 * level[:, None])
+    relative = np.zeros_like(flux)
+    np.divide(flux - smooth, denominator, out=relative, where=covered & (denominator > 0))
+    window = np.hanning(m).astype(flux.dtype)
+    spectrum = np.abs(np.fft.rfft(relative * window, axis=1))
+    k_min = max(1, int(np.floor(m / max_period)))
+    k_max = min(spectrum.shape[1] - 1, int(np.ceil(m / min_period)))
+    band = spectrum[:, k_min : k_max + 1] ** 2
+    # Baseline: median power in blocks of frequencies; a ripple is one narrow peak above
+    # it, while lines and noise spread their power over many frequencies.
+    n_bins = band.shape[1]
+    n_blocks = -(-n_bins // _BASELINE_BINS)
+    blocks = np.full((n, n_blocks * _BASELINE_BINS), np.nan, dtype=band.dtype)
+    blocks[:, :n_bins] = band
+    baseline = nanmedian_rows(blocks.reshape(n, n_blocks, _BASELINE_BINS))
+    baseline = np.repeat(baseline, _BASELINE_BINS, axis=1)[:, :n_bins]
+    ratio = np.zeros_like(band)
+    np.divide(band, baseline, out=ratio, where=baseline > 0)
+    peak = np.argmax(ratio, axis=1)
+    rows = np.arange(n)
+    # Amplitude of a sinusoid from its Fourier coefficient under a Hann window.
+    amplitude = 2 * spectrum[rows, k_min + peak] / window.sum()
+    return ratio[rows, peak], amplitude
+
+
+def detect_anomalies(
+    flux,
+    ivar=None,
+    mask=None,
+    covered=None,
+    config: PreprocessConfig | None = None,
+) -> AnomalyResult:
+    """Find, repair and flag anomalies in a batch of spectra on the model grid.
+
+    Steps, each vectorised over the batch (SPT paper §3.2, Fig. 4):
+
+    1. *Coverage*: ``poor_coverage`` when too much of the grid lies outside the input's
+       range; ``unreadable`` (and a row of zeros, made NaN by `preprocess`) when too few
+       valid pixels remain.
+    2. *Missing values*: masked, non-finite or zero-inverse-variance pixels are linearly
+       interpolated over (the ends are extended with the nearest value); gaps longer than
+       ``max_gap_aa``, or too many missing pixels, set ``missing_values``.
+    3. *Signal-to-noise*: ``low_snr`` when the median of flux·sqrt(ivar) is low.
+    4. *Outliers*: pixels further than ``spike_threshold`` standard deviations and
+       ``spike_min_relative`` of the local flux from a running median set ``outliers`` and
+       are replaced, with their neighbours, by the running median.
+    5. *Negative flux*: runs of negative flux at least ``negative_min_run_aa`` long set
+       ``negative_flux`` and are interpolated over.
+    6. *Oscillation*: the periodogram of the flux relative to a smooth continuum is
+       compared with its running median in the period band; a high, wide-enough peak sets
+       ``oscillation``. Ripples are not repaired.
+    7. More than ``min_repaired_fraction`` of the grid repaired sets ``repaired_pixels``;
+       more than ``heavy_damage_fraction`` repaired or not measured sets ``heavy_damage``.
+
+    Parameters
+    ----------
+    flux : array-like, shape (n, n_pixels) or (n_pixels,)
+        Flux on the model grid; NaN where there is no data.
+    ivar : array-like, shape of ``flux``, optional
+        Inverse variance; default 1 (unknown noise: the S/N is then not meaningful).
+    mask : array-like of bool, shape of ``flux``, optional
+        True where there is no valid data.
+    covered : array-like of bool, shape of ``flux``, optional
+        True inside the input's wavelength range; default: everywhere.
+    config : `~astro_spt.preprocess.PreprocessConfig`, optional
+        Thresholds (``config.anomalies``) and the grid's pixel scale (``config.grid``).
+
+    Returns
+    -------
+    result : `AnomalyResult`
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from astro_spt import flags
+    >>> from astro_spt.preprocess import detect_anomalies
+    >>> rng = np.random.default_rng(0)
+    >>> flux = 100 + rng.normal(0, 1, (2, 4096))
+    >>> flux[1, 2000] = 200.0  # a cosmic ray
+    >>> result = detect_anomalies(flux, np.ones_like(flux))
+    >>> [flags.decode_flags(f) for f in result.flags]
+    [[], ['outliers']]
+    >>> result.n_repaired.tolist()
+    [0, 3]
+    >>> bool(abs(result.flux[1, 2000] - 100) < 5)
+    True
+    """
+    config = PreprocessConfig() if config is None else config
+    settings = config.anomalies
+    scale_aa = config.grid.pixel_scale_aa
+    flux = np.atleast_2d(np.asarray(flux, dtype=np.float32))
+    n, m = flux.shape
+    ivar = np.ones_like(flux) if ivar is None else np.atleast_2d(np.asarray(ivar, np.float32))
+    mask = np.zeros(flux.shape, bool) if mask is None else np.atleast_2d(np.asarray(mask, bool))
+    covered = (
+        np.ones(flux.shape, bool) if covered is None else np.atleast_2d(np.asarray(covered, bool))
+    )
+    valid = covered & ~mask & np.isfinite(flux) & np.isfinite(ivar) & (ivar > 0)
+    flag = np.zeros(n, dtype=_flags.FLAG_DTYPE)
+
+    n_valid = valid.sum(axis=1)
+    coverage = covered.mean(axis=1)
+    unreadable = n_valid < max(2, settings.min_valid_fraction * m)
+    flag[1 - coverage > settings.max_uncovered_fraction] |= _flags.POOR_COVERAGE
+
+    missing = covered & ~valid
+    long_gap = run_lengths(missing) > _pixels(settings.max_gap_aa, scale_aa)
+    n_covered = np.maximum(covered.sum(axis=1), 1)
+    too_many = missing.sum(axis=1) > settings.max_missing_fraction * n_covered
+    flag[long_gap.any(axis=1) | too_many] |= _flags.MISSING_VALUES
+    repaired = missing.copy()
+    filled = fill_gaps(np.where(valid, flux, 0.0), valid)
+
+    signal_to_noise = np.where(valid, filled * np.sqrt(np.where(valid, ivar, 0.0)), np.nan)
+    snr = nanmedian_rows(signal_to_noise)
+    flag[snr < settings.min_snr] |= _flags.LOW_SNR
+
+    spikes, smooth = _find_spikes(filled, ivar, valid, settings)
+    spikes = _dilate(spikes) & covered
+    n_spikes = _count_runs(spikes)
+    flag[n_spikes > 0] |= _flags.OUTLIERS
+    filled = np.where(spikes, smooth, filled)
+    repaired |= spikes
+
+    negative = covered & (filled < 0)
+    negative_run = run_lengths(negative) >= _pixels(settings.negative_min_run_aa, scale_aa)
+    flag[negative_run.any(axis=1)] |= _flags.NEGATIVE_FLUX
+    filled = fill_gaps(filled, ~negative_run)
+    repaired |= negative_run
+
+    power, amplitude = _oscillation(filled, covered, settings, scale_aa)
+    oscillating = (power > settings.oscillation_threshold) & (
+        amplitude > settings.oscillation_min_amplitude
+    )
+    flag[oscillating] |= _flags.OSCILLATION
+
+    n_repaired = repaired.sum(axis=1)
+    flag[n_repaired > settings.min_repaired_fraction * m] |= _flags.REPAIRED_PIXELS
+    damaged = (n_repaired + (m - covered.sum(axis=1))) / m
+    flag[damaged > settings.heavy_damage_fraction] |= _flags.HEAVY_DAMAGE
+
+    flag[unreadable] = _flags.UNREADABLE | (flag[unreadable] & _flags.POOR_COVERAGE)
+    filled[unreadable] = 0.0
+    not_measured = repaired | ~covered
+    return AnomalyResult(
+        flux=filled,
+        ivar=np.where(not_measured | ~valid, 0.0, ivar),
+        mask=not_measured,
+        flags=flag,
+        n_repaired=n_repaired,
+        n_spikes=n_spikes,
+        snr=snr,
+        coverage=coverage,
+        oscillation_power=power,
+        oscillation_amplitude=amplitude,
+    )

@@ -1,0 +1,517 @@
+"""From `specutils` spectra to a float32 matrix on the model grid, with quality flags.
+
+`preprocess` runs the data preparation of SPT paper §3.2 on any batch of spectra: unit
+conversion, air to vacuum, rest frame, linear interpolation onto the model grid (with mask
+and inverse variance), anomaly repair and flagging, MODWT denoising and normalisation.
+Only the extraction of arrays from the spectrum objects loops over spectra; the numerics
+run on whole chunks of rows.
+"""
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import astropy.units as u
+import numpy as np
+
+from astro_spt import flags as _flags
+from astro_spt.exceptions import AstroSPTWarning, InvalidSpectrumError
+
+from ._numerics import nanmedian_rows
+from .anomalies import detect_anomalies
+from .config import PreprocessConfig
+from .denoise import denoise_modwt
+from .grid import air_to_vacuum, make_wavelength_grid, resample_to_grid
+from .normalize import normalize
+
+__all__ = ["PreprocessResult", "preprocess"]
+
+_F_LAMBDA = u.erg / u.s / u.cm**2 / u.AA
+# LAMOST headers mark an unknown redshift with this value.
+_UNKNOWN_REDSHIFT = -9999
+
+
+@dataclass
+class PreprocessResult:
+    """Spectra on the model grid, ready for PCA, with their quality flags.
+
+    Attributes
+    ----------
+    flux : `~numpy.ndarray` of float32, shape (n, n_pixels)
+        Preprocessed flux, one row per input spectrum, in input order; NaN rows for
+        spectra flagged ``unreadable``.
+    flags : `~numpy.ndarray` of `~astro_spt.flags.FLAG_DTYPE`, shape (n,)
+        Bit mask per spectrum (`astro_spt.flags`).
+    wavelength : `~astropy.units.Quantity`, shape (n_pixels,)
+        The model grid (vacuum, rest frame).
+    ivar : `~numpy.ndarray` of float32, shape (n, n_pixels)
+        Inverse variance of the normalised, not denoised, flux; 0 where ``mask``.
+    mask : `~numpy.ndarray` of bool, shape (n, n_pixels)
+        True where the flux is not a measurement (repaired, or outside the input's range).
+    n_repaired : `~numpy.ndarray` of int, shape (n,)
+        Repaired pixels per spectrum.
+    snr : `~numpy.ndarray`, shape (n,)
+        Median per-pixel signal-to-noise ratio on the grid (before denoising).
+    coverage : `~numpy.ndarray`, shape (n,)
+        Fraction of the grid inside the input's wavelength range.
+    redshift : `~numpy.ndarray`, shape (n,)
+        Redshift used for the rest frame; NaN where unknown (flag ``no_redshift``).
+    config : `~astro_spt.preprocess.PreprocessConfig`
+        The settings used.
+    messages : dict
+        Why a spectrum could not be read, by row index.
+    """
+
+    flux: np.ndarray
+    flags: np.ndarray
+    wavelength: u.Quantity
+    ivar: np.ndarray
+    mask: np.ndarray
+    n_repaired: np.ndarray
+    snr: np.ndarray
+    coverage: np.ndarray
+    redshift: np.ndarray
+    config: PreprocessConfig
+    messages: dict[int, str] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return self.flux.shape[0]
+
+    @property
+    def flag_names(self) -> list[list[str]]:
+        """The names of the flags of each spectrum."""
+        return _flags.decode_flags(self.flags)
+
+
+@dataclass
+class _Row:
+    """One spectrum's arrays, in Å, vacuum, rest frame (or the reason it has none)."""
+
+    wavelength: np.ndarray | None = None
+    flux: np.ndarray | None = None
+    ivar: np.ndarray | None = None
+    mask: np.ndarray | None = None
+    redshift: float = np.nan
+    error: str | None = None
+
+
+def _as_list(spectra) -> list:
+    from specutils import Spectrum, SpectrumList
+
+    if isinstance(spectra, Spectrum):
+        return [spectra]
+    if isinstance(spectra, SpectrumList | Sequence) and not isinstance(spectra, str | bytes):
+        items = list(spectra)
+        for index, item in enumerate(items):
+            if not isinstance(item, Spectrum):
+                raise InvalidSpectrumError(
+                    f"item {index} is a {type(item).__name__}, not a specutils Spectrum"
+                )
+        return items
+    raise InvalidSpectrumError(
+        "expected a specutils Spectrum, a SpectrumList or a list of Spectrum, got "
+        f"{type(spectra).__name__}"
+    )
+
+
+def _per_row(value, n: int, name: str) -> np.ndarray | None:
+    if value is None:
+        return None
+    array = np.asarray(value, dtype=np.float64)
+    if array.ndim == 0:
+        return np.full(n, float(array))
+    if array.shape != (n,):
+        raise InvalidSpectrumError(f"{name} has shape {array.shape}; expected () or ({n},)")
+    return array
+
+
+def _velocity_to_redshift(velocity) -> np.ndarray:
+    from astropy.constants import c
+
+    beta = (u.Quantity(velocity, u.km / u.s) / c).to_value(u.dimensionless_unscaled)
+    # Relativistic Doppler shift, as specutils converts radial_velocity to redshift.
+    return np.sqrt((1 + beta) / (1 - beta)) - 1
+
+
+def _redshift_of(spectrum, k: int) -> np.ndarray:
+    """Redshift of each of the k rows of a spectrum from its attributes or meta; NaN if
+    unknown."""
+    meta = spectrum.meta or {}
+    for key in ("redshift", "z"):
+        if meta.get(key) is not None:
+            return _per_row(u.Quantity(meta[key]).value, k, f"meta[{key!r}]")
+    if meta.get("radial_velocity") is not None:
+        return _per_row(_velocity_to_redshift(meta["radial_velocity"]), k, "radial_velocity")
+    redshift = float(np.asarray(spectrum.redshift.value))
+    if redshift != 0:
+        return np.full(k, redshift)
+    header = meta.get("header")
+    if header is not None and "Z" in header:
+        z = float(header["Z"])
+        if z != _UNKNOWN_REDSHIFT and np.isfinite(z):
+            return np.full(k, z)
+    return np.full(k, np.nan)
+
+
+def _is_air(spectrum) -> bool:
+    meta = spectrum.meta or {}
+    if meta.get("air") is not None:
+        return bool(meta["air"])
+    if meta.get("vacuum") is not None:
+        return not bool(meta["vacuum"])
+    header = meta.get("header")
+    if header is not None and "VACUUM" in header:
+        return not bool(header["VACUUM"])
+    return False
+
+
+def _inverse_variance(spectrum, flux_unit) -> np.ndarray | None:
+    from astropy.nddata import InverseVariance
+
+    uncertainty = spectrum.uncertainty
+    if uncertainty is None:
+        return None
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ivar = uncertainty.represent_as(InverseVariance)
+    values = np.asarray(ivar.array, dtype=np.float64)
+    if ivar.unit is not None and flux_unit is not None:
+        try:
+            values = (values * ivar.unit).to_value(flux_unit**-2)
+        except u.UnitConversionError:
+            raise InvalidSpectrumError(
+                f"uncertainty unit {uncertainty.unit} does not match flux unit {flux_unit}"
+            ) from None
+    return values
+
+
+def _der_snr_ivar(flux: np.ndarray) -> np.ndarray:
+    """Constant inverse variance from the DER_SNR noise estimate (Stoehr et al. 2008)."""
+    f = np.where(np.isfinite(flux), flux, np.nan)
+    second = np.abs(2 * f[..., 2:-2] - f[..., :-4] - f[..., 4:])
+    noise = 1.482602 / np.sqrt(6) * nanmedian_rows(second)
+    ivar = np.zeros_like(noise)
+    np.divide(1.0, noise**2, out=ivar, where=np.isfinite(noise) & (noise > 0))
+    return np.broadcast_to(ivar[..., None], flux.shape)
+
+
+def _extract(spectrum, redshift, air) -> list[_Row]:
+    """The rows of one Spectrum (several for a 2-D flux)."""
+    spectral_axis = u.Quantity(spectrum.spectral_axis)
+    unit = spectral_axis.unit
+    if unit is None or not unit.is_equivalent(u.AA, equivalencies=u.spectral()):
+        raise InvalidSpectrumError(
+            f"the spectral axis has unit {unit!r}, which is not a wavelength, frequency, "
+            "wavenumber or energy"
+        )
+    flux = u.Quantity(spectrum.flux)
+    if flux.ndim not in (1, 2):
+        raise InvalidSpectrumError(f"flux must be 1-D or 2-D, got shape {flux.shape}")
+    wavelength = spectral_axis.to_value(u.AA, equivalencies=u.spectral())
+    if wavelength.ndim != 1 or wavelength.size != flux.shape[-1]:
+        raise InvalidSpectrumError(
+            f"spectral axis of shape {spectral_axis.shape} does not match flux of shape "
+            f"{flux.shape} (bin edges are not supported)"
+        )
+    if not np.all(np.isfinite(wavelength)):
+        raise InvalidSpectrumError("the spectral axis has non-finite values")
+    flux_unit = flux.unit
+    values = flux.value.astype(np.float64)
+    ivar = _inverse_variance(spectrum, flux_unit)
+    factor = None
+    if not flux_unit.is_equivalent(_F_LAMBDA) and flux_unit.is_equivalent(
+        _F_LAMBDA, equivalencies=u.spectral_density(1 * u.AA)
+    ):
+        # F_nu has another spectral shape than F_lambda: convert it.
+        factor = (1 * flux_unit).to_value(
+            _F_LAMBDA, equivalencies=u.spectral_density(wavelength * u.AA)
+        )
+        values = values * factor
+    if ivar is None:
+        ivar = _der_snr_ivar(values)
+    elif factor is not None:
+        ivar = ivar / factor**2
+    if ivar.shape != values.shape:
+        raise InvalidSpectrumError(
+            f"uncertainty of shape {ivar.shape} does not match flux of shape {values.shape}"
+        )
+    mask = spectrum.mask
+    mask = np.zeros(values.shape, bool) if mask is None else np.asarray(mask, dtype=bool)
+    if mask.shape != values.shape:
+        raise InvalidSpectrumError(
+            f"mask of shape {mask.shape} does not match flux of shape {values.shape}"
+        )
+
+    steps = np.diff(wavelength)
+    if np.all(steps < 0):
+        # A frequency axis, or a wavelength axis stored backwards: same spectrum, reversed.
+        wavelength, values = wavelength[::-1], values[..., ::-1]
+        ivar, mask = ivar[..., ::-1], mask[..., ::-1]
+    elif not np.all(steps > 0):
+        kind = "duplicate" if np.any(steps == 0) else "unsorted"
+        raise InvalidSpectrumError(
+            f"the spectral axis has {kind} values: it must be strictly monotonic"
+        )
+    if wavelength[0] < 2000 and air:
+        raise InvalidSpectrumError("air wavelengths below 2000 Å cannot be converted")
+    if air:
+        wavelength = air_to_vacuum(wavelength)
+
+    values = np.atleast_2d(values)
+    k = values.shape[0]
+    ivar = np.broadcast_to(np.atleast_2d(ivar), values.shape)
+    mask = np.broadcast_to(np.atleast_2d(mask), values.shape)
+    z = _redshift_of(spectrum, k) if redshift is None else redshift
+    rows = []
+    shared = {}
+    for i in range(k):
+        # Rows with the same redshift share one rest-frame wavelength array, which lets
+        # the resampler take its faster common-grid path.
+        key = float(z[i]) if np.isfinite(z[i]) else np.nan
+        if key not in shared:
+            shift = 1 + key if np.isfinite(key) else 1.0
+            if shift <= 0:
+                raise InvalidSpectrumError(f"redshift {key} is not > -1")
+            shared[key] = wavelength / shift
+        rows.append(_Row(shared[key], values[i], ivar[i], mask[i], key))
+    return rows
+
+
+def _collect(spectra, redshift, air, strict) -> list[_Row]:
+    items = _as_list(spectra)
+    counts = [int(np.prod(item.flux.shape[:-1])) if item.flux.ndim > 1 else 1 for item in items]
+    total = sum(counts)
+    redshift = _per_row(redshift, total, "redshift")
+    if air is not None:
+        air = np.broadcast_to(np.asarray(air, dtype=bool), (total,))
+    rows: list[_Row] = []
+    start = 0
+    for index, (item, k) in enumerate(zip(items, counts, strict=True)):
+        z = None if redshift is None else redshift[start : start + k]
+        is_air = _is_air(item) if air is None else bool(air[start])
+        try:
+            rows.extend(_extract(item, z, is_air))
+        except InvalidSpectrumError as error:
+            if strict:
+                raise InvalidSpectrumError(f"spectrum {index}: {error}") from None
+            rows.extend(_Row(error=f"spectrum {index}: {error}") for _ in range(k))
+        start += k
+    return rows
+
+
+def _stack(rows: list[_Row]):
+    """Arrays of a chunk of rows: shared or NaN-padded wavelengths, flux, ivar, mask."""
+    first = rows[0].wavelength
+    width = max(row.flux.size for row in rows)
+    n = len(rows)
+    shared = all(row.wavelength is first for row in rows)
+    if shared:
+        wavelength = first
+    else:
+        wavelength = np.full((n, width), np.nan)
+    flux = np.full((n, width), np.nan)
+    ivar = np.zeros((n, width))
+    mask = np.ones((n, width), bool)
+    for i, row in enumerate(rows):
+        size = row.flux.size
+        if not shared:
+            wavelength[i, :size] = row.wavelength
+        flux[i, :size] = row.flux
+        ivar[i, :size] = row.ivar
+        mask[i, :size] = row.mask
+    return wavelength, flux, ivar, mask
+
+
+def _process_chunk(rows: list[_Row], config: PreprocessConfig, grid: np.ndarray):
+    wavelength, flux, ivar, mask = _stack(rows)
+    # Bring each spectrum to order unity, so that float32 holds any flux unit (1e-17 cgs
+    # fluxes have inverse variances beyond float32's range); every later step is
+    # scale-invariant, and the scale is put back for normalisation 'none'.
+    good = ~mask & np.isfinite(flux) & (ivar > 0)
+    level = nanmedian_rows(np.where(good, np.abs(flux), np.nan))
+    level = np.where(np.isfinite(level) & (level > 0), level, 1.0)[:, None]
+    resampled = resample_to_grid(
+        wavelength, flux / level, ivar * level**2, mask, grid=grid, dtype=np.float32
+    )
+    result = detect_anomalies(
+        resampled.flux, resampled.ivar, resampled.mask, resampled.covered, config
+    )
+    clean = result.flux
+    readable = (result.flags & _flags.UNREADABLE) == 0
+    if config.denoise.enabled and readable.any():
+        clean = clean.copy()
+        clean[readable] = denoise_modwt(
+            clean[readable],
+            config.denoise.level,
+            wavelet=config.denoise.wavelet,
+            threshold=config.denoise.threshold,
+            mode=config.denoise.mode,
+        )
+    settings = config.normalize
+    normalized, scale = normalize(
+        clean,
+        settings.method,
+        ivar=result.ivar,
+        continuum_sigma=settings.continuum_sigma_aa / config.grid.pixel_scale_aa,
+    )
+    if settings.method == "none":
+        scale = scale / level.astype(np.float32)
+        normalized = normalized * level.astype(np.float32)
+    failed = ~np.all(np.isfinite(normalized), axis=1)
+    flags = result.flags.copy()
+    flags[failed & readable] |= _flags.UNREADABLE
+    unreadable = (flags & _flags.UNREADABLE) != 0
+    normalized[unreadable] = np.nan
+    ivar_out = (result.ivar * scale**2).astype(np.float32)
+    ivar_out[unreadable] = 0
+    return normalized.astype(np.float32), ivar_out, flags, result
+
+
+def preprocess(
+    spectra,
+    config: PreprocessConfig | None = None,
+    *,
+    redshift=None,
+    air=None,
+    strict: bool = False,
+    chunk_size: int = 1024,
+) -> PreprocessResult:
+    """Prepare spectra for the model: SPT paper §3.2, steps 1 to 4.
+
+    1. The spectral axis (any length, frequency, wavenumber or energy unit) is converted
+       to Å, air wavelengths to vacuum (`air_to_vacuum`), and the spectrum is shifted to
+       the rest frame, λ_rest = λ_obs / (1 + z), when its redshift is known.
+    2. It is linearly interpolated onto the model grid, carrying mask and inverse
+       variance (`resample_to_grid`).
+    3. Anomalies are repaired and flagged (`detect_anomalies`).
+    4. It is denoised (`denoise_modwt`) and normalised (`normalize`).
+
+    Parameters
+    ----------
+    spectra : `~specutils.Spectrum`, `~specutils.SpectrumList` or list of `~specutils.Spectrum`
+        The input; a `~specutils.Spectrum` with 2-D flux is a batch of spectra on one
+        spectral axis (one output row per flux row). Flux densities per unit frequency are
+        converted to erg s⁻¹ cm⁻² Å⁻¹; other flux units are used as they are (which
+        matters only with normalisation ``'none'``). The
+        uncertainty may be of any astropy type; without one the noise is estimated with
+        DER_SNR (Stoehr et al. 2008).
+    config : `~astro_spt.preprocess.PreprocessConfig`, optional
+        Settings; default ``PreprocessConfig()``.
+    redshift : float or array-like, optional
+        Redshift of every spectrum, or of each (one value per output row; NaN for
+        unknown). By default it is taken from, in order: ``meta['redshift']`` or
+        ``meta['z']``, ``meta['radial_velocity']``, the spectrum's ``redshift`` (or
+        ``radial_velocity``) attribute when non-zero, the ``Z`` keyword of a FITS header in
+        ``meta['header']`` (LAMOST). Spectra without one are not shifted and are flagged
+        ``no_redshift``.
+    air : bool or array-like of bool, optional
+        Whether the wavelengths are in air. By default ``meta['air']``, else ``not
+        meta['vacuum']``, else the ``VACUUM`` keyword of ``meta['header']``, else vacuum.
+    strict : bool
+        Raise `~astro_spt.exceptions.InvalidSpectrumError` for a spectrum that cannot be
+        read or is flagged ``unreadable``, instead of flagging it and returning a NaN row.
+    chunk_size : int
+        Number of spectra processed together; bounds the memory used.
+
+    Returns
+    -------
+    result : `PreprocessResult`
+
+    Raises
+    ------
+    astro_spt.exceptions.InvalidSpectrumError
+        If ``spectra`` is not a spectrum or a collection of them, or if ``redshift`` has
+        the wrong length; with ``strict=True``, for any unusable spectrum.
+
+    Warns
+    -----
+    astro_spt.exceptions.AstroSPTWarning
+        When some spectra could not be read (malformed input: no spectral unit, unsorted
+        or duplicate wavelengths, mismatched shapes); their rows are NaN and flagged
+        ``unreadable``, and ``result.messages`` says why.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import astropy.units as u
+    >>> from astropy.nddata import InverseVariance
+    >>> from specutils import Spectrum
+    >>> from astro_spt.preprocess import preprocess
+    >>> wavelength = np.linspace(3700, 9200, 3000) * u.AA
+    >>> rng = np.random.default_rng(0)
+    >>> flux = (100 + rng.normal(0, 2, (2, 3000))) * u.Unit("1e-17 erg / (s cm2 AA)")
+    >>> spectra = Spectrum(flux=flux, spectral_axis=wavelength,
+    ...                    uncertainty=InverseVariance(np.full((2, 3000), 0.25)))
+    >>> result = preprocess(spectra, redshift=0.0)
+    >>> result.flux.shape, result.flux.dtype
+    ((2, 4096), dtype('float32'))
+    >>> result.flag_names
+    [[], []]
+    """
+    config = PreprocessConfig() if config is None else config
+    if not isinstance(config, PreprocessConfig):
+        raise TypeError(f"config must be a PreprocessConfig, got {type(config).__name__}")
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    rows = _collect(spectra, redshift, air, strict)
+    grid = make_wavelength_grid(config.grid)
+    n, m = len(rows), grid.size
+
+    flux = np.full((n, m), np.nan, dtype=np.float32)
+    ivar = np.zeros((n, m), dtype=np.float32)
+    mask = np.ones((n, m), dtype=bool)
+    flags = np.full(n, _flags.UNREADABLE, dtype=_flags.FLAG_DTYPE)
+    n_repaired = np.zeros(n, dtype=np.int64)
+    snr = np.full(n, np.nan)
+    coverage = np.zeros(n)
+    redshifts = np.array([row.redshift for row in rows], dtype=np.float64)
+    messages = {i: row.error for i, row in enumerate(rows) if row.error is not None}
+
+    readable = np.flatnonzero([row.error is None for row in rows])
+    for start in range(0, readable.size, chunk_size):
+        index = readable[start : start + chunk_size]
+        chunk_flux, chunk_ivar, chunk_flags, result = _process_chunk(
+            [rows[i] for i in index], config, grid
+        )
+        flux[index] = chunk_flux
+        ivar[index] = chunk_ivar
+        mask[index] = result.mask
+        flags[index] = chunk_flags
+        n_repaired[index] = result.n_repaired
+        snr[index] = result.snr
+        coverage[index] = result.coverage
+    flags[~np.isfinite(redshifts)] |= _flags.NO_REDSHIFT
+
+    unreadable = np.flatnonzero(flags & _flags.UNREADABLE)
+    lowest = config.anomalies.min_valid_fraction
+    for i in unreadable:
+        messages.setdefault(
+            int(i),
+            f"row {i}: too little usable data on the model grid "
+            f"({config.grid.wavelength_min_aa:g}-{config.grid.wavelength_max_aa:g} Å): fewer "
+            f"than {lowest:.0%} of its pixels valid, or a non-positive flux level",
+        )
+    if strict and unreadable.size:
+        i = int(unreadable[0])
+        raise InvalidSpectrumError(f"{messages[i]} (flagged 'unreadable')")
+    malformed = [rows[i].error for i in range(n) if rows[i].error is not None]
+    if malformed:
+        shown = "; ".join(malformed[:3]) + ("; ..." if len(malformed) > 3 else "")
+        warnings.warn(
+            f"{len(malformed)} of {n} spectra could not be read and are flagged "
+            f"'unreadable': {shown}",
+            AstroSPTWarning,
+            stacklevel=2,
+        )
+    return PreprocessResult(
+        flux=flux,
+        flags=flags,
+        wavelength=grid * u.AA,
+        ivar=ivar,
+        mask=mask,
+        n_repaired=n_repaired,
+        snr=snr,
+        coverage=coverage,
+        redshift=redshifts,
+        config=config,
+        messages=messages,
+    )
