@@ -43,6 +43,7 @@ __all__ = [
     "LabelSpec",
     "ReferenceStats",
     "find_corrupt_files",
+    "latent_distance",
     "read_bundle_config",
 ]
 
@@ -394,6 +395,8 @@ def read_bundle_config(directory) -> dict[str, Any]:
     for name in config["files"]:
         _check_file_name(name)
     for section, key in (("network", "file"), ("pca", "file")):
+        if not isinstance(config[section], dict):
+            raise BundleError(f"{path}: '{section}' must be a JSON object")
         name = config[section].get(key)
         if name not in config["files"]:
             raise BundleError(f"{path}: {section} file {name!r} is not listed with a sha256")
@@ -457,8 +460,11 @@ def _load_network(section: Mapping[str, Any], data: bytes, name: str) -> Spectra
     state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
     # Built on the meta device: no wasted random initialisation, and the global torch
     # generator is left untouched by loading.
-    with torch.device("meta"):
-        network = SpectralTransformer(**section["hparams"])
+    try:
+        with torch.device("meta"):
+            network = SpectralTransformer(**section["hparams"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise BundleError(f"invalid network hyperparameters: {err}") from err
     try:
         network.load_state_dict(state, strict=True, assign=True)
     except RuntimeError as err:
@@ -565,7 +571,9 @@ class EstimatorBundle:
         One line saying what this estimator is (and, for a demonstration model, what it
         is not).
     model_card : str or None, optional
-        README.md text; ``None`` renders one from the config when saving.
+        README.md text; ``None`` renders one from the config when saving. A loaded
+        bundle keeps the README it was loaded with: set ``model_card = None`` to render
+        a fresh one after changing, say, ``provenance``.
 
     Examples
     --------
@@ -973,7 +981,8 @@ class EstimatorBundle:
         return_samples : bool, optional
             Keep the T passes (needed by ``unscale(method="samples")``).
         device : str or `torch.device` or None, optional
-            Where to run; default where the network is.
+            Where to run (the network is moved there and stays); default where the
+            network is.
 
         Returns
         -------

@@ -19,7 +19,13 @@ import tempfile
 from importlib import resources
 from pathlib import Path
 
-from .bundle import CONFIG_NAME, EstimatorBundle, find_corrupt_files, read_bundle_config
+from .bundle import (
+    CONFIG_NAME,
+    EstimatorBundle,
+    _package_version,
+    find_corrupt_files,
+    read_bundle_config,
+)
 from .conf import conf
 from .exceptions import (
     HubConnectionError,
@@ -39,12 +45,6 @@ EMBEDDED_MODEL = ("data", "default_model")
 DEFAULT_REVISION = "main"
 # Hugging Face repository ids: an optional namespace and a name of word characters, "-", ".".
 _REPO_ID = re.compile(r"^(?:[\w.-]+/)?[\w.-]+$")
-
-
-def _package_version() -> str:
-    from . import __version__
-
-    return __version__
 
 
 def _is_true(value: str | None) -> bool:
@@ -102,7 +102,7 @@ def _describe(err: BaseException) -> str:
     response = getattr(err, "response", None)
     status = getattr(response, "status_code", None)
     if status is not None:
-        return f"HTTP {status}"
+        return f"HTTP {status}" + (" server error" if status >= 500 else "")
     text = str(err).strip().splitlines()
     return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
 
@@ -306,10 +306,10 @@ def download_model(
             _remove_from_cache([snapshot / name for name in problems], with_blobs=True)
             listing = ", ".join(f"{name} ({why})" for name, why in problems.items())
             raise HubIntegrityError(
-                f"{repo_id} at revision {revision!r}: {listing} does not match the sha256 in "
-                f"its {CONFIG_NAME}. The file was corrupted in transit or changed on the "
-                "server; it was removed from the cache, so trying again fetches it anew. "
-                "If it fails again, the repository itself is inconsistent.",
+                f"{repo_id} at revision {revision!r} fails verification against the sha256 "
+                f"in its {CONFIG_NAME}: {listing}. The file was corrupted in transit or "
+                "changed on the server; it was removed from the cache, so trying again "
+                "fetches it anew. If it fails again, the repository itself is inconsistent.",
                 filename=next(iter(problems)),
                 path=snapshot / next(iter(problems)),
             )

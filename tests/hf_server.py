@@ -12,9 +12,10 @@ internet. It implements what ``hf_hub_download`` and ``HfApi.create_commit`` cal
   (every file "regular": its bytes travel base64-encoded in the commit, no LFS),
   ``/api/models/{repo}/commit/{rev}`` (NDJSON) and ``/api/models/{repo}/branch/{branch}``.
 
-``LocalHub.failures["model.safetensors"] = 500`` makes every request whose path contains
-that string fail with that status (``""`` matches all); ``tamper`` changes the bytes served
-for a file without a new commit, as a corrupt mirror would.
+``LocalHub.failures["model.safetensors"] = 500`` makes every request whose method and path
+(``"GET /org/name/resolve/..."``) contain that string fail with that status (``""``
+matches all); ``tamper`` changes the bytes served for a file without a new commit, as a
+corrupt mirror would.
 """
 
 import base64
@@ -169,7 +170,7 @@ class _Handler(BaseHTTPRequestHandler):
         path = urlsplit(self.path).path
         self.hub.requests.append((self.command, path))
         for pattern, status in self.hub.failures.items():
-            if pattern in path:
+            if pattern in f"{self.command} {path}":
                 self._error(status, None, "injected failure", with_body=self.command != "HEAD")
                 return None
         return path

@@ -173,6 +173,20 @@ def test_corrupted_cache_entry_is_removed_and_refetched(hub, cache):
     assert hub.count("GET") == 1  # only the removed file
 
 
+def test_incomplete_snapshot_is_completed_not_discarded(hub, cache):
+    snapshot = download_model(REPO, revision="v1", cache_dir=cache, endpoint=hub.url)
+    (snapshot / "README.md").unlink()
+    with pytest.raises(OfflineCacheMissError):
+        download_model(
+            REPO, revision="v1", cache_dir=cache, endpoint=hub.url, local_files_only=True
+        )
+    assert (snapshot / "config.json").exists()  # what was there before the call stays
+    hub.requests.clear()
+    download_model(REPO, revision="v1", cache_dir=cache, endpoint=hub.url)
+    assert (snapshot / "README.md").exists()
+    assert hub.count("GET") == 0  # relinked from its blob
+
+
 def test_missing_repository_revision_and_file(hub, cache):
     with pytest.raises(HubRepositoryNotFoundError, match="astro-spt-tests/nothing was not found"):
         load_model("astro-spt-tests/nothing", cache_dir=cache, endpoint=hub.url)
@@ -200,6 +214,16 @@ def test_server_errors(hub, cache, backoff):
     with pytest.raises(HubConnectionError, match=r"model\.safetensors"):
         load_model(REPO, revision="v1", cache_dir=cache, endpoint=hub.url)
     assert _snapshot_files(cache) == []
+
+    # The metadata request succeeds, the download itself fails: no retry, same clean-up.
+    hub.failures.clear()
+    hub.failures["GET /astro-spt-tests/tiny/resolve/" + hub.first_commit + "/pca"] = 500
+    with pytest.raises(
+        HubConnectionError, match=r"answered HTTP 500 server error for pca\.safetensors"
+    ):
+        load_model(REPO, revision="v1", cache_dir=cache, endpoint=hub.url)
+    assert _snapshot_files(cache) == []
+    assert not list(cache.glob("models--*/blobs/*.incomplete"))
 
     # Once cached, a failing hub falls back to the cache.
     hub.failures.clear()
