@@ -992,7 +992,7 @@ class EstimatorBundle:
         if device is not None:
             self.network.to(device)
         device = next(self.network.parameters()).device
-        x = torch.as_tensor(np.asarray(features, dtype=np.float32), device=device)
+        x = torch.as_tensor(features, dtype=torch.float32, device=device)
         prediction = mc_predict(
             self.network,
             x,
