@@ -12,7 +12,7 @@ try:
 except ImportError:  # pragma: no cover - running from a source tree without a build
     __version__ = "0.0.0"
 
-__all__ = ["__version__", "conf", "nn"]
+__all__ = ["__version__", "conf", "flags", "load_model", "nn"]
 
 from .conf import conf
 from .io import _registration
@@ -23,6 +23,7 @@ _registration.install()
 _LAZY = {
     "nn": "astro_spt.nn",
     "flags": "astro_spt.flags",
+    "load_model": "astro_spt.hub:load_model",
 }
 
 
