@@ -2,7 +2,7 @@
 
 from astropy.utils.exceptions import AstropyUserWarning
 
-__all__ = ["AstroSPTError", "AstroSPTWarning"]
+__all__ = ["AstroSPTError", "AstroSPTWarning", "LAMOSTFormatError"]
 
 
 class AstroSPTWarning(AstropyUserWarning):
@@ -11,6 +11,14 @@ class AstroSPTWarning(AstropyUserWarning):
 
 class AstroSPTError(Exception):
     """Base class of the errors raised by `astro_spt`."""
+
+
+class LAMOSTFormatError(AstroSPTError, ValueError):
+    """A file is not a readable LAMOST low-resolution spectrum.
+
+    The message names the file and the reason: not a LAMOST file, a medium-resolution
+    (MRS) file, an unknown layout, or a truncated or corrupt file.
+    """
 
 
 # Estimator bundles (astro_spt.bundle) and the model hub (astro_spt.hub).
