@@ -558,6 +558,10 @@ class EstimatorBundle:
     tau : float or None, optional
         Model precision τ of MC dropout (`~astro_spt.nn.model_precision`); its inverse is
         the variance floor, in the network's output space.
+    uncertainty_scale : sequence of float or None, optional
+        Per-label factor applied to the predictive standard deviations (in the network's
+        output space), fitted on held-out data so that the uncertainties are calibrated;
+        ``None`` applies none.
     reference : `ReferenceStats`, optional
         Training-set statistics for the out-of-distribution flags.
     provenance : dict, optional
@@ -612,6 +616,7 @@ class EstimatorBundle:
         label_covariance=None,
         n_samples: int = 100,
         tau: float | None = None,
+        uncertainty_scale=None,
         reference: ReferenceStats | None = None,
         provenance: Mapping[str, Any] | None = None,
         description: str = "",
@@ -642,6 +647,15 @@ class EstimatorBundle:
             raise ValueError(f"n_samples must be at least 1, got {n_samples}")
         if tau is not None and not tau > 0:
             raise ValueError(f"tau must be positive, got {tau}")
+        if uncertainty_scale is not None:
+            uncertainty_scale = tuple(float(v) for v in uncertainty_scale)
+            if len(uncertainty_scale) != len(labels) or not all(
+                math.isfinite(v) and v > 0 for v in uncertainty_scale
+            ):
+                raise ValueError(
+                    f"uncertainty_scale must hold {len(labels)} positive numbers, "
+                    f"got {uncertainty_scale}"
+                )
         if hasattr(preprocess_config, "to_dict"):
             preprocess_config = preprocess_config.to_dict()
         self.network = network.eval()
@@ -651,12 +665,16 @@ class EstimatorBundle:
         self.label_covariance = label_covariance
         self.n_samples = int(n_samples)
         self.tau = None if tau is None else float(tau)
+        self.uncertainty_scale = uncertainty_scale
         self.reference = reference
         self.provenance = dict(provenance or {})
         self.description = description
         self.model_card = model_card
         # Set by from_pretrained: where the bundle was read from, for messages.
         self.source: str | None = None
+        # Set by load_model: the name it was loaded by and the hub commit, if any.
+        self.name: str | None = None
+        self.revision: str | None = None
 
     # -- description -------------------------------------------------------------------
 
@@ -709,7 +727,13 @@ class EstimatorBundle:
                 "n_features": pca.n_features,
                 "explained_variance_ratio_total": float(pca.explained_variance_ratio.sum()),
             },
-            "mc_dropout": {"n_samples": self.n_samples, "tau": self.tau},
+            "mc_dropout": {
+                "n_samples": self.n_samples,
+                "tau": self.tau,
+                "uncertainty_scale": (
+                    None if self.uncertainty_scale is None else list(self.uncertainty_scale)
+                ),
+            },
             "reference": None if self.reference is None else self.reference.to_dict(),
             "provenance": self.provenance,
         }
@@ -863,6 +887,7 @@ class EstimatorBundle:
                 label_covariance=config.get("label_covariance"),
                 n_samples=mc.get("n_samples", 100),
                 tau=mc.get("tau"),
+                uncertainty_scale=mc.get("uncertainty_scale"),
                 reference=None if reference is None else ReferenceStats.from_dict(reference),
                 provenance=config.get("provenance"),
                 description=config.get("description", ""),
@@ -987,7 +1012,8 @@ class EstimatorBundle:
         Returns
         -------
         `~astro_spt.nn.MCPrediction`
-            On the CPU, with the bundle's τ⁻¹ variance floor in the covariance.
+            On the CPU, with the bundle's τ⁻¹ variance floor in the covariance and its
+            uncertainty calibration (``uncertainty_scale``, per label) applied.
         """
         if device is not None:
             self.network.to(device)
@@ -1002,12 +1028,18 @@ class EstimatorBundle:
             keys=keys,
             return_samples=return_samples,
         )
-        return MCPrediction(
-            prediction.mean.cpu(),
-            prediction.covariance.cpu(),
-            None if prediction.samples is None else prediction.samples.cpu(),
-            prediction.seed,
-        )
+        mean = prediction.mean.cpu()
+        covariance = prediction.covariance.cpu()
+        samples = None if prediction.samples is None else prediction.samples.cpu()
+        if self.uncertainty_scale is not None:
+            # Calibration fitted on held-out data (astro_spt.training): the spread of the
+            # predictive distribution is stretched per label, the mean is kept.
+            scale = torch.tensor(self.uncertainty_scale, dtype=torch.float64)
+            covariance = covariance * scale[:, None] * scale[None, :]
+            if samples is not None:
+                centre = mean.unsqueeze(1)
+                samples = centre + (samples - centre) * scale.to(samples.dtype)
+        return MCPrediction(mean, covariance, samples, prediction.seed)
 
     def unscale(self, prediction: MCPrediction, *, method: str | None = None) -> LabelPrediction:
         """Map a prediction from the network's label space to physical units.
@@ -1134,6 +1166,6 @@ class EstimatorBundle:
         Same as ``astro_spt.estimate(spectra, model=self, **kwargs)``.
         """
         # The estimation layer sits below this one and imports it; resolved at call time.
-        from .estimate import estimate
+        from .estimation import estimate
 
         return estimate(spectra, model=self, **kwargs)

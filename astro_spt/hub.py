@@ -436,7 +436,15 @@ def load_model(
         endpoint=endpoint,
         token=token,
     )
-    return EstimatorBundle.from_pretrained(path)
+    bundle = EstimatorBundle.from_pretrained(path)
+    # What estimate() records in its table's meta: which model, at which commit.
+    if name_or_path is None and not conf.hub_repo:
+        bundle.name, bundle.revision = "astro_spt embedded default", None
+    elif Path(os.fspath(name_or_path or conf.hub_repo)).expanduser().is_dir():
+        bundle.name, bundle.revision = str(path), None
+    else:
+        bundle.name, bundle.revision = os.fspath(name_or_path or conf.hub_repo), path.name
+    return bundle
 
 
 def push_bundle(

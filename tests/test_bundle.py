@@ -2,7 +2,6 @@
 
 import io
 import json
-import sys
 import types
 from pathlib import Path
 
@@ -62,7 +61,7 @@ def test_layout_and_config(saved, trained):
     }
     assert config["network"]["hparams"] == bundle.network.hparams
     assert config["pca"]["n_components"] == 8 and config["pca"]["n_features"] == 64
-    assert config["mc_dropout"] == {"n_samples": 16, "tau": bundle.tau}
+    assert config["mc_dropout"] == {"n_samples": 16, "tau": bundle.tau, "uncertainty_scale": None}
     assert set(config["reference"]) >= {"reconstruction_error", "latent_distance", "label_ranges"}
     assert config["provenance"]["seed"] == 3
     assert set(config["files"]) == {"model.safetensors", "pca.safetensors", "README.md"}
@@ -388,20 +387,26 @@ def test_reference_stats():
         ReferenceStats(10, {100: 1.0}, {100: 1.0}, ood_percentile=95)
 
 
-def test_estimate_is_delegated(trained, monkeypatch):
-    bundle, _ = trained
-    calls = []
-    module = types.ModuleType("astro_spt.estimate")
-    module.estimate = lambda spectra, model=None, **kwargs: calls.append((spectra, model, kwargs))
-    monkeypatch.setitem(sys.modules, "astro_spt.estimate", module)
-    bundle.estimate(["spectrum"], seed=1)
-    assert calls == [(["spectrum"], bundle, {"seed": 1})]
-
-
 def test_preprocess_settings():
-    preprocess = pytest.importorskip("astro_spt.preprocess")
-    if not hasattr(preprocess, "PreprocessConfig"):
-        pytest.skip("astro_spt.preprocess does not export PreprocessConfig yet")
+    from astro_spt import preprocess
+
     bundle, _ = make_bundle(trained=False)
     bundle.preprocess_config = preprocess.PreprocessConfig().to_dict()
     assert bundle.preprocess_settings() == preprocess.PreprocessConfig()
+
+
+def test_uncertainty_scale_stretches_spread_and_round_trips(tmp_path):
+    bundle, _ = make_bundle()
+    x = bundle.features(np.random.default_rng(3).normal(size=(5, bundle.pca.n_features)))
+    plain = bundle.predict_scaled(x, 12, seed=2, return_samples=True)
+    bundle.uncertainty_scale = (2.0, 0.5)
+    scaled = bundle.predict_scaled(x, 12, seed=2, return_samples=True)
+    assert torch.equal(scaled.mean, plain.mean)
+    assert torch.allclose(scaled.std, plain.std * torch.tensor([2.0, 0.5], dtype=torch.float64))
+    spread = (scaled.samples - scaled.mean[:, None]) / (plain.samples - plain.mean[:, None])
+    assert torch.allclose(spread[..., 0], torch.tensor(2.0), atol=1e-4)
+    bundle.save_pretrained(tmp_path / "b")
+    again = EstimatorBundle.from_pretrained(tmp_path / "b")
+    assert again.uncertainty_scale == (2.0, 0.5)
+    with pytest.raises(ValueError, match="uncertainty_scale"):
+        EstimatorBundle(bundle.network, bundle.pca, bundle.labels, uncertainty_scale=[1.0])
