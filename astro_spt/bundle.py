@@ -1085,8 +1085,12 @@ class EstimatorBundle:
             centred = samples - mean[:, np.newaxis]
             covariance = np.einsum("ntd,nte->nde", centred, centred) / samples.shape[1]
             if self.tau is not None:
+                # the variance floor, in network space, stretched like the samples were
+                scale = np.ones(len(self.labels))
+                if self.uncertainty_scale is not None:
+                    scale = np.asarray(self.uncertainty_scale)
                 covariance += np.einsum(
-                    "nd,ne,de->nde", jacobian, jacobian, np.eye(len(self.labels)) / self.tau
+                    "nd,ne,de->nde", jacobian, jacobian, np.diag(scale**2) / self.tau
                 )
         else:
             mean = np.stack(

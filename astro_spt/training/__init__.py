@@ -1,11 +1,15 @@
-"""Training of SPT networks: the paper's recipe (SPT paper §2.6)."""
+"""Training of SPT estimators: the paper's recipe (SPT paper §2.6) and the glue around it."""
 
 from .loop import EarlyStopping, TrainingConfig, TrainingHistory, average_state_dicts, fit_network
+from .train import EstimatorConfig, split_indices, train
 
 __all__ = [
     "EarlyStopping",
+    "EstimatorConfig",
     "TrainingConfig",
     "TrainingHistory",
     "average_state_dicts",
     "fit_network",
+    "split_indices",
+    "train",
 ]

@@ -108,13 +108,19 @@ class TrainingHistory:
     best_epoch: int = -1
     stopped_early: bool = False
     averaged_epochs: list[int] = field(default_factory=list)
+    split: dict | None = None
+    test_metrics: object = None
 
     @property
     def n_epochs(self) -> int:
         return len(self.train_loss)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The per-epoch record as JSON types (without the split and test metrics)."""
+        d = asdict(self)
+        d.pop("split")
+        d.pop("test_metrics")
+        return d
 
 
 class EarlyStopping:

@@ -1,0 +1,428 @@
+"""Ages and masses (or any trained labels) of spectra: `estimate` (SPEC §2, layer 6).
+
+Inputs stream through in batches: read (for files), preprocess, PCA, Monte Carlo dropout,
+back to physical units, flag. Memory does not grow with the number of inputs, one bad
+spectrum never aborts the run (it gets a NaN row and a flag, unless ``strict=True``), and
+a spectrum's result does not depend on the batch it was in (see ``_NETWORK_CHUNK``).
+"""
+
+import glob
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import flags as _flags
+from .conf import conf
+from .exceptions import AstroSPTError
+
+__all__ = ["estimate", "expand_inputs", "iter_preprocessed"]
+
+# Every PCA projection and network call runs on blocks of exactly this many rows (the
+# last block padded). BLAS/oneDNN kernels take different code paths for different
+# numbers of rows, which changes results in the last bits; fixed blocks make a
+# spectrum's result independent of how the inputs were batched.
+_NETWORK_CHUNK = 64
+
+_FITS_PATTERNS = ("*.fits", "*.fits.gz", "*.fit", "*.fit.gz")
+
+
+@dataclass
+class _Item:
+    """One input spectrum: an in-memory spectrum or a file to read."""
+
+    source: str
+    spectrum: object = None
+    path: str | None = None
+
+
+def _is_spectrum(obj) -> bool:
+    return hasattr(obj, "spectral_axis") and hasattr(obj, "flux")
+
+
+def expand_inputs(spectra) -> list:
+    """Flatten the accepted inputs into a list of spectra and file paths, in input order.
+
+    Accepts a `~specutils.Spectrum` (a 2-D flux one counts as one spectrum per row), a
+    `~specutils.SpectrumList` or any list of these, file paths, folders (their FITS files,
+    sorted) and glob patterns (sorted matches).
+
+    Returns
+    -------
+    list of (str, object)
+        ``(source, spectrum_or_path)`` pairs; ``source`` identifies the input.
+
+    Examples
+    --------
+    >>> from astro_spt.estimation import expand_inputs
+    >>> expand_inputs(["no/such/file.fits"])
+    [('no/such/file.fits', 'no/such/file.fits')]
+    """
+    return [
+        (item.source, item.spectrum if item.path is None else item.path)
+        for item in _expand(spectra)
+    ]
+
+
+def _expand(spectra, prefix="spectrum") -> list[_Item]:
+    if isinstance(spectra, str | os.PathLike):
+        text = os.fspath(spectra)
+        if os.path.isdir(text):
+            paths = sorted(
+                {p for pat in _FITS_PATTERNS for p in glob.glob(os.path.join(text, pat))}
+            )
+            return [_Item(p, path=p) for p in paths]
+        if glob.has_magic(text):
+            return [_Item(p, path=p) for p in sorted(glob.glob(text, recursive=True))]
+        return [_Item(text, path=text)]
+    if _is_spectrum(spectra):
+        if spectra.flux.ndim == 1:
+            return [_Item(_source_of(spectra, prefix), spectrum=spectra)]
+        if spectra.flux.ndim == 2:
+            return [
+                _Item(f"{prefix}[{i}]", spectrum=spectra[i]) for i in range(spectra.flux.shape[0])
+            ]
+        raise AstroSPTError(f"{prefix}: flux of {spectra.flux.ndim} dimensions; expected 1 or 2")
+    if isinstance(spectra, np.ndarray):
+        raise TypeError(
+            "estimate() takes spectra with units (specutils Spectrum), file paths or folders, "
+            "not a bare array: wrap flux and wavelength in a Spectrum"
+        )
+    try:
+        elements = list(spectra)
+    except TypeError:
+        raise TypeError(
+            f"estimate() cannot use an input of type {type(spectra).__name__}: expected a "
+            "specutils Spectrum, a SpectrumList or list, file paths, folders or glob patterns"
+        ) from None
+    items = []
+    for i, element in enumerate(elements):
+        items.extend(_expand(element, prefix=f"spectrum[{i}]"))
+    return items
+
+
+def _source_of(spectrum, default: str) -> str:
+    meta = getattr(spectrum, "meta", None) or {}
+    for key in ("filename", "file", "obsid"):
+        if meta.get(key) not in (None, ""):
+            return str(meta[key])
+    return default
+
+
+def _read(item: _Item, strict: bool):
+    """The item's spectrum, or None and a message when its file cannot be read."""
+    if item.path is None:
+        return item.spectrum, None
+    from specutils import Spectrum
+
+    try:
+        return Spectrum.read(item.path), None
+    except Exception as err:  # any failure to read is this row's problem only
+        if strict:
+            raise AstroSPTError(f"cannot read {item.path}: {err}") from err
+        return None, f"cannot read {item.path}: {err}"
+
+
+def _in_fixed_chunks(function, x: np.ndarray, fill: float = 0.0):
+    """Apply ``function`` to blocks of exactly ``_NETWORK_CHUNK`` rows of ``x``."""
+    outputs = []
+    for start in range(0, len(x), _NETWORK_CHUNK):
+        block = x[start : start + _NETWORK_CHUNK]
+        n = len(block)
+        if n < _NETWORK_CHUNK:
+            pad = np.full((_NETWORK_CHUNK - n, *block.shape[1:]), fill, dtype=block.dtype)
+            block = np.concatenate([block, pad])
+        outputs.append((function(block), n))
+    return outputs
+
+
+def _resolve_device(device):
+    import torch
+
+    if device in (None, "cpu"):
+        return torch.device("cpu")
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise AstroSPTError(f"device {device} was asked for but CUDA is not available")
+    return device
+
+
+def _predict_block(bundle, flux, n_samples, seed, keep_samples, device):
+    """PCA, MC dropout and unscaling of a block of valid preprocessed spectra."""
+    features = np.concatenate(
+        [f[:n] for f, n in _in_fixed_chunks(bundle.features, flux.astype(np.float32))]
+    )
+    means, covs, samples = [], [], []
+    for pred, n in _in_fixed_chunks(
+        lambda block: bundle.unscale(
+            bundle.predict_scaled(block, n_samples, seed=seed, return_samples=True, device=device)
+        ),
+        features,
+    ):
+        means.append(pred.mean[:n])
+        covs.append(pred.covariance[:n])
+        if keep_samples:
+            samples.append(pred.samples[:n])
+    ood = bundle.out_of_distribution(flux, features) if bundle.reference is not None else None
+    return (
+        np.concatenate(means),
+        np.concatenate(covs),
+        np.concatenate(samples) if keep_samples else None,
+        ood,
+    )
+
+
+def estimate(
+    spectra,
+    model=None,
+    *,
+    n_samples: int | None = None,
+    batch_size: int | None = None,
+    device=None,
+    seed: int | None = None,
+    return_samples: bool = False,
+    strict: bool = False,
+    progress: bool | None = None,
+    redshift=None,
+    large_uncertainty: float = 0.5,
+):
+    """Estimate ages and masses (or the labels of ``model``) of stellar spectra.
+
+    Parameters
+    ----------
+    spectra : Spectrum, SpectrumList, list, path, folder or glob pattern
+        A `~specutils.Spectrum` (a 2-D flux counts as one spectrum per row), a
+        `~specutils.SpectrumList` or list of spectra, or FITS files: paths, folders (their
+        ``*.fits``/``*.fits.gz`` files) or glob patterns, read with ``Spectrum.read``
+        (LAMOST low-resolution files are recognised after ``import astro_spt``).
+    model : `~astro_spt.bundle.EstimatorBundle`, str, path or None
+        The estimator: a loaded bundle, a bundle directory, a hub repository id, or
+        ``None`` for the embedded default model (`astro_spt.load_model`).
+    n_samples : int or None
+        Monte Carlo dropout passes per spectrum; default the model's.
+    batch_size : int or None
+        Spectra read and preprocessed at a time; default ``conf.default_batch_size``.
+        Results do not depend on it.
+    device : str or None
+        ``"cpu"`` (default), ``"cuda"``, ``"cuda:1"``, or ``"auto"`` (CUDA when there).
+    seed : int or None
+        Seed of the Monte Carlo dropout. ``None`` means ``0``: repeated runs give the
+        same numbers. A spectrum's randomness depends on the seed and the spectrum only,
+        so ``estimate(all)`` equals the concatenation of ``estimate(part)`` calls.
+    return_samples : bool
+        Add the Monte Carlo samples as `~astropy.uncertainty.Distribution` columns
+        ``<label>_samples``.
+    strict : bool
+        Raise on the first unreadable or unusable input instead of flagging it.
+    progress : bool or None
+        Show a progress bar; ``None`` shows one for more than 10 batches on a terminal.
+    redshift : float, array or None
+        Redshift(s) to shift the spectra to the rest frame, overriding what the spectra
+        carry (see `astro_spt.preprocess.preprocess`).
+    large_uncertainty : float
+        Relative uncertainty above which a label sets the ``large_uncertainty`` flag.
+
+    Returns
+    -------
+    `~astropy.table.QTable`
+        One row per input spectrum, in input order: ``source`` (file name or position),
+        ``obsid`` (when the spectra carry one), for each label ``X`` the columns ``X`` and
+        ``X_err`` with units (``age`` [Gyr], ``mass`` [solMass] for the default model),
+        and ``flags`` (see `astro_spt.flags`). Unusable inputs get NaN values and
+        flags. ``meta`` records the model, its revision, the seed, ``n_samples`` and the
+        package version.
+
+    Examples
+    --------
+    >>> import astro_spt
+    >>> table = astro_spt.estimate("spec-*.fits.gz")  # doctest: +SKIP
+    >>> table["age", "age_err", "mass", "mass_err", "flags"]  # doctest: +SKIP
+    """
+    import astropy.units as u
+    from astropy.table import QTable
+
+    from . import __version__
+    from .bundle import EstimatorBundle
+
+    bundle = model if isinstance(model, EstimatorBundle) else _load(model)
+    n_samples = bundle.n_samples if n_samples is None else int(n_samples)
+    batch_size = conf.default_batch_size if batch_size is None else int(batch_size)
+    if n_samples < 1 or batch_size < 1:
+        raise ValueError("n_samples and batch_size must be positive")
+    seed = 0 if seed is None else int(seed)
+    device = _resolve_device(device)
+    config = bundle.preprocess_settings()
+    items = _expand(spectra)
+    redshifts = (
+        None if redshift is None else np.broadcast_to(np.asarray(redshift, float), (len(items),))
+    )
+
+    n, n_labels = len(items), len(bundle.labels)
+    values = np.full((n, n_labels), np.nan)
+    errors = np.full((n, n_labels), np.nan)
+    samples = np.full((n, n_samples, n_labels), np.nan) if return_samples else None
+    flags = np.zeros(n, dtype=_flags.FLAG_DTYPE)
+    obsids = np.full(n, -1, dtype=np.int64)
+    messages = {}
+
+    starts = range(0, n, batch_size)
+    if progress or (progress is None and len(starts) > 10 and _stderr_is_terminal()):
+        starts = _progress(starts)
+    for rows_ok, result, batch_obsids, batch_messages in iter_preprocessed(
+        items, config, batch_size=batch_size, strict=strict, redshift=redshifts, starts=starts
+    ):
+        messages.update(batch_messages)
+        for row, obsid in batch_obsids.items():
+            obsids[row] = obsid
+        for row in set(batch_messages) - set(rows_ok.tolist()):
+            flags[row] |= _flags.UNREADABLE  # the file could not be read
+        if result is None:
+            continue
+        flags[rows_ok] |= result.flags
+        usable = np.all(np.isfinite(result.flux), axis=1)
+        if not usable.any():
+            continue
+        rows = rows_ok[usable]
+        mean, cov, draws, ood = _predict_block(
+            bundle, result.flux[usable], n_samples, seed, return_samples, device
+        )
+        values[rows] = mean
+        errors[rows] = np.sqrt(np.diagonal(cov, axis1=-2, axis2=-1))
+        if return_samples:
+            samples[rows] = draws
+        if ood is not None:
+            flags[rows[ood]] |= _flags.OUT_OF_DISTRIBUTION
+        if bundle.reference is not None:
+            flags[rows[bundle.outside_label_range(mean)]] |= _flags.OUTSIDE_LABEL_RANGE
+        with np.errstate(divide="ignore", invalid="ignore"):
+            relative = errors[rows] / np.abs(values[rows])
+        flags[rows[np.any(relative > large_uncertainty, axis=1)]] |= _flags.LARGE_UNCERTAINTY
+
+    table = QTable()
+    table["source"] = [item.source for item in items]
+    if (obsids >= 0).any():
+        table["obsid"] = obsids
+    for i, label in enumerate(bundle.labels):
+        unit = u.Unit(label.unit)
+        table[label.name] = values[:, i] * unit
+        table[f"{label.name}_err"] = errors[:, i] * unit
+    if return_samples:
+        from astropy.uncertainty import Distribution
+
+        for i, label in enumerate(bundle.labels):
+            table[f"{label.name}_samples"] = Distribution(samples[:, :, i] * u.Unit(label.unit))
+    table["flags"] = flags
+    table.meta.update(
+        {
+            "model": bundle.name or bundle.source or bundle.description,
+            "model_revision": bundle.revision,
+            "astro_spt_version": __version__,
+            "seed": seed,
+            "n_samples": n_samples,
+            "messages": {table["source"][k]: m for k, m in sorted(messages.items())},
+        }
+    )
+    return table
+
+
+def iter_preprocessed(items, config, *, batch_size, strict=False, redshift=None, starts=None):
+    """Read and preprocess inputs batch by batch.
+
+    Yields, per batch, ``(rows, result, obsids, messages)``: the input rows that were
+    read, their `~astro_spt.preprocess.PreprocessResult` (or None when no row of the
+    batch could be read), the obsid of each row that has one, and why rows failed. A row
+    that could not be read is in ``messages`` and not in ``rows``.
+    """
+    from .preprocess import preprocess
+
+    if starts is None:
+        starts = range(0, len(items), batch_size)
+    for start in starts:
+        batch = items[start : start + batch_size]
+        spectra_ok, rows_ok, obsids, messages = [], [], {}, {}
+        for k, item in enumerate(batch):
+            spectrum, message = _read(item, strict)
+            if spectrum is None:
+                messages[start + k] = message
+                continue
+            obsid = (getattr(spectrum, "meta", None) or {}).get("obsid")
+            if isinstance(obsid, int | np.integer):
+                obsids[start + k] = int(obsid)
+            spectra_ok.append(spectrum)
+            rows_ok.append(start + k)
+        if not spectra_ok:
+            yield np.asarray(rows_ok, dtype=int), None, obsids, messages
+            continue
+        rows_ok = np.asarray(rows_ok)
+        z = None if redshift is None else redshift[rows_ok]
+        result = _preprocess_robustly(preprocess, spectra_ok, config, z, strict)
+        for k, message in result.messages.items():
+            messages[int(rows_ok[k])] = message
+        yield rows_ok, result, obsids, messages
+
+
+def _preprocess_robustly(preprocess, spectra, config, redshift, strict):
+    """Preprocess a batch; if the batch as a whole is refused, find the bad spectra."""
+    try:
+        return preprocess(spectra, config, redshift=redshift, strict=strict)
+    except AstroSPTError:
+        if strict or len(spectra) == 1:
+            raise
+    # One spectrum in the batch is garbage (e.g. no spectral unit): do them one by one,
+    # so that only that spectrum is lost.
+    results = []
+    for k, spectrum in enumerate(spectra):
+        z = None if redshift is None else redshift[k : k + 1]
+        try:
+            results.append(preprocess([spectrum], config, redshift=z))
+        except AstroSPTError as err:
+            results.append(err)
+    return _merge_results(results, config)
+
+
+def _merge_results(results, config):
+    from .preprocess import make_wavelength_grid
+
+    n_pixels = len(make_wavelength_grid(config.grid))
+    flux = np.full((len(results), n_pixels), np.nan, dtype=np.float32)
+    flags = np.zeros(len(results), dtype=_flags.FLAG_DTYPE)
+    messages = {}
+    for k, result in enumerate(results):
+        if isinstance(result, Exception):
+            flags[k] = _flags.UNREADABLE
+            messages[k] = str(result)
+        else:
+            flux[k] = result.flux[0]
+            flags[k] = result.flags[0]
+            if 0 in result.messages:
+                messages[k] = result.messages[0]
+    return _BatchResult(flux, flags, messages)
+
+
+@dataclass
+class _BatchResult:
+    flux: np.ndarray
+    flags: np.ndarray
+    messages: dict
+
+
+def _load(model):
+    from .hub import load_model
+
+    return load_model(model)
+
+
+def _stderr_is_terminal() -> bool:
+    import sys
+
+    return hasattr(sys.stderr, "isatty") and sys.stderr.isatty()
+
+
+def _progress(iterable):
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # pragma: no cover - tqdm is optional
+        return iterable
+    return tqdm(iterable, desc="estimating", unit="batch")

@@ -1,0 +1,407 @@
+"""Train an estimator bundle from spectra and a label table (SPEC §2, layer 7).
+
+`train` glues the layers together: read and preprocess the spectra, split them (seeded,
+stratified), fit the PCA basis on the training part only, scale the labels, train the
+network with the paper's recipe (`fit_network`), calibrate the Monte Carlo dropout
+uncertainties on the validation part, measure the accuracy on the test part, and return
+a ready-to-save `~astro_spt.bundle.EstimatorBundle`.
+"""
+
+import warnings
+from dataclasses import asdict, dataclass, field, fields
+
+import numpy as np
+
+from ..exceptions import AstroSPTError, AstroSPTWarning
+from .loop import TrainingConfig, fit_network
+
+__all__ = ["EstimatorConfig", "split_indices", "train"]
+
+
+@dataclass(frozen=True)
+class EstimatorConfig:
+    """What `train` builds, beyond the optimisation settings.
+
+    Attributes
+    ----------
+    n_components : int or None
+        PCA components (paper: 143). ``None`` with ``variance_threshold`` set keeps the
+        fewest components reaching that explained-variance fraction.
+    variance_threshold : float or None
+        Explained-variance fraction, alternative to ``n_components`` (paper: 0.999).
+    network : dict
+        Keyword arguments of `~astro_spt.nn.SpectralTransformer` that differ from its
+        defaults (the paper's sizes); ``n_inputs`` and ``n_outputs`` are set by `train`.
+    label_scaling : dict
+        Label name to ``"linear"`` or ``"log10"`` (default linear).
+    test_fraction : float
+        Share of the usable spectra held out for the accuracy report (paper: 0.2).
+    val_fraction : float
+        Share of the training part used for early stopping and calibration.
+    n_samples : int
+        Monte Carlo dropout passes T stored in the bundle.
+    length_scale : float or None
+        Prior length-scale l of the MC-dropout precision τ = p l² / (2 N λ) (SPT paper
+        §2.4). ``None`` (default) fits τ instead by maximising the Gaussian likelihood of
+        the validation labels (Gal & Ghahramani 2016 choose τ on validation data too);
+        the equivalent l is recorded in the provenance.
+    calibrate : bool
+        Fit a per-label scale of the uncertainties on the validation part so that 68.3 %
+        of validation stars fall within 1σ.
+    training : `TrainingConfig`
+        Optimisation settings.
+    """
+
+    n_components: int | None = 143
+    variance_threshold: float | None = None
+    network: dict = field(default_factory=dict)
+    label_scaling: dict = field(default_factory=dict)
+    test_fraction: float = 0.2
+    val_fraction: float = 0.1
+    n_samples: int = 100
+    length_scale: float | None = None
+    calibrate: bool = True
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+
+    def __post_init__(self):
+        if not 0 <= self.test_fraction < 1 or not 0 < self.val_fraction < 1:
+            raise ValueError("test_fraction must be in [0, 1) and val_fraction in (0, 1)")
+        if isinstance(self.training, dict):
+            object.__setattr__(self, "training", TrainingConfig.from_dict(self.training))
+        for name in ("n_inputs", "n_outputs"):
+            if name in self.network:
+                raise ValueError(f"network[{name!r}] is set by train(), not by the config")
+
+    def to_dict(self) -> dict:
+        """A JSON-serialisable dict of the settings."""
+        d = asdict(self)
+        d["training"] = self.training.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "EstimatorConfig":
+        """Rebuild from `to_dict` output; unknown keys are an error."""
+        unknown = set(d) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown EstimatorConfig fields: {sorted(unknown)}")
+        return cls(**d)
+
+
+def split_indices(n: int, fraction: float, seed: int, stratify=None, n_bins: int = 10):
+    """Seeded split of ``range(n)`` into (kept, held-out) index arrays.
+
+    With ``stratify`` (one value per item) the items are binned by quantiles of it and
+    each bin is split in the same proportion, so both parts cover the label range alike.
+
+    Examples
+    --------
+    >>> from astro_spt.training import split_indices
+    >>> keep, held = split_indices(10, 0.2, seed=0)
+    >>> len(keep), len(held), sorted([*keep, *held]) == list(range(10))
+    (8, 2, True)
+    """
+    rng = np.random.default_rng(seed)
+    if stratify is None:
+        order = rng.permutation(n)
+        n_held = round(fraction * n)
+        return np.sort(order[n_held:]), np.sort(order[:n_held])
+    values = np.asarray(stratify, dtype=float)
+    edges = np.quantile(values, np.linspace(0, 1, n_bins + 1)[1:-1])
+    bins = np.searchsorted(edges, values, side="right")
+    held = []
+    for b in np.unique(bins):
+        members = rng.permutation(np.flatnonzero(bins == b))
+        held.append(members[: round(fraction * len(members))])
+    held = np.sort(np.concatenate(held)) if held else np.array([], dtype=int)
+    keep = np.setdiff1d(np.arange(n), held)
+    return keep, held
+
+
+def fit_precision(y, mean, covariance, grid=None) -> float:
+    """The MC-dropout precision τ that maximises the Gaussian likelihood of ``y``.
+
+    Parameters
+    ----------
+    y, mean : array-like, shape (N, D)
+        Labels and MC-dropout predictive means (network space).
+    covariance : array-like, shape (N, D, D)
+        Sample covariances of the MC passes, without a τ⁻¹ term.
+    grid : array-like, optional
+        Candidate values of τ⁻¹; default 10⁻⁴ to 10 in 101 logarithmic steps.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from astro_spt.training.train import fit_precision
+    >>> rng = np.random.default_rng(0)
+    >>> y = rng.normal(scale=0.3, size=(5000, 1))
+    >>> round(1 / fit_precision(y, np.zeros((5000, 1)), np.zeros((5000, 1, 1))), 2)
+    0.09
+    """
+    y = np.asarray(y, float)
+    residual = y - np.asarray(mean, float)
+    covariance = np.asarray(covariance, float)
+    grid = np.logspace(-4, 1, 101) if grid is None else np.asarray(grid, float)
+    eye = np.eye(y.shape[1])
+    best, best_ll = grid[0], -np.inf
+    for floor in grid:
+        total = covariance + floor * eye
+        _, logdet = np.linalg.slogdet(total)
+        mahalanobis = np.einsum("ni,nij,nj->n", residual, np.linalg.inv(total), residual)
+        ll = -0.5 * np.sum(logdet + mahalanobis)
+        if ll > best_ll:
+            best, best_ll = floor, ll
+    return float(1 / best)
+
+
+def _label_arrays(labels, label_names):
+    from astropy.table import Table
+
+    table = Table(labels) if not hasattr(labels, "colnames") else labels
+    if label_names is None:
+        label_names = [
+            name for name in table.colnames if np.issubdtype(np.asarray(table[name]).dtype, float)
+        ]
+    if not label_names:
+        raise AstroSPTError("the label table has no floating-point columns to train on")
+    missing = [name for name in label_names if name not in table.colnames]
+    if missing:
+        raise AstroSPTError(f"label columns {missing} are not in the table {table.colnames}")
+    units = []
+    columns = []
+    for name in label_names:
+        column = table[name]
+        unit = getattr(column, "unit", None)
+        units.append("" if unit is None else unit.to_string())
+        values = column.value if hasattr(column, "value") else np.asarray(column)
+        columns.append(np.ma.filled(np.ma.asarray(values, dtype=float), np.nan))
+    return list(label_names), units, np.stack(columns, axis=1)
+
+
+def _preprocess_all(spectra, preprocess_config, batch_size, progress):
+    from ..estimation import _expand, iter_preprocessed
+    from ..preprocess import PreprocessResult
+
+    if isinstance(spectra, PreprocessResult):
+        return spectra.flux, spectra.flags
+    from .. import flags as _flags
+    from ..preprocess import make_wavelength_grid
+
+    items = _expand(spectra)
+    n_pixels = len(make_wavelength_grid(preprocess_config.grid))
+    flux = np.full((len(items), n_pixels), np.nan, dtype=np.float32)
+    flags = np.zeros(len(items), dtype=_flags.FLAG_DTYPE)
+    for rows, result, _, messages in iter_preprocessed(
+        items, preprocess_config, batch_size=batch_size
+    ):
+        for row in set(messages) - set(rows.tolist()):
+            flags[row] |= _flags.UNREADABLE
+        if result is not None:
+            flux[rows] = result.flux
+            flags[rows] |= result.flags
+    return flux, flags
+
+
+def train(
+    spectra,
+    labels,
+    *,
+    label_names=None,
+    config: EstimatorConfig | None = None,
+    preprocess_config=None,
+    device=None,
+    progress: bool = False,
+    batch_size: int = 256,
+    data_description: str = "",
+    description: str = "",
+):
+    """Train an SPT estimator from spectra and their labels.
+
+    Parameters
+    ----------
+    spectra
+        Anything `astro_spt.estimate` accepts (spectra, lists, files, folders, glob
+        patterns), or an already computed `~astro_spt.preprocess.PreprocessResult`,
+        one spectrum per label row.
+    labels : `~astropy.table.Table` or `~astropy.table.QTable`
+        One row per spectrum, in the same order. Columns with units give the labels'
+        units (e.g. ``age`` in Gyr, ``mass`` in solMass); any set of labels works.
+    label_names : list of str, optional
+        The columns to learn; default every floating-point column.
+    config : `EstimatorConfig`, optional
+        What to build and how to train it; defaults follow the paper.
+    preprocess_config : `~astro_spt.preprocess.PreprocessConfig`, optional
+        Preprocessing settings, stored in the bundle (ignored for a PreprocessResult,
+        whose own settings are used).
+    device : str, optional
+        Where to train (``"cpu"``, ``"cuda"``).
+    progress : bool, optional
+        Show a progress bar over epochs.
+    batch_size : int, optional
+        Spectra read and preprocessed at a time.
+    data_description, description : str, optional
+        What the training data are, and what the estimator is: both go to the model card.
+
+    Returns
+    -------
+    bundle : `~astro_spt.bundle.EstimatorBundle`
+        The trained estimator, with its test-set accuracy in ``bundle.provenance``.
+    history : `~astro_spt.training.TrainingHistory`
+        Per-epoch losses, plus ``split`` (the indices of the train, validation and test
+        spectra) and ``test_metrics`` (an `~astropy.table.Table`).
+
+    Examples
+    --------
+    >>> import astro_spt
+    >>> bundle, history = astro_spt.train("spectra/*.fits", labels)  # doctest: +SKIP
+    >>> bundle.save_pretrained("my-model")  # doctest: +SKIP
+    """
+    import torch
+
+    from .. import __version__
+    from .. import flags as _flags
+    from ..bundle import EstimatorBundle, LabelSpec, ReferenceStats
+    from ..metrics import metrics_table
+    from ..nn import SpectralTransformer, mc_predict, model_precision
+    from ..pca import PCABasis
+    from ..preprocess import PreprocessConfig, PreprocessResult
+
+    config = config or EstimatorConfig()
+    if isinstance(spectra, PreprocessResult):
+        preprocess_config = spectra.config
+    preprocess_config = preprocess_config or PreprocessConfig()
+    names, units, y = _label_arrays(labels, label_names)
+    flux, flags = _preprocess_all(spectra, preprocess_config, batch_size, progress)
+    if len(flux) != len(y):
+        raise AstroSPTError(f"{len(flux)} spectra but {len(y)} label rows")
+
+    scalings = [config.label_scaling.get(name, "linear") for name in names]
+    unknown = set(config.label_scaling) - set(names)
+    if unknown:
+        raise AstroSPTError(f"label_scaling names labels that are not trained: {sorted(unknown)}")
+    bad = _flags.UNREADABLE | _flags.HEAVY_DAMAGE
+    usable = np.all(np.isfinite(flux), axis=1) & ((flags & bad) == 0) & np.all(np.isfinite(y), 1)
+    for i, scaling in enumerate(scalings):
+        if scaling == "log10":
+            usable &= y[:, i] > 0
+    if (~usable).any():
+        warnings.warn(
+            f"{int((~usable).sum())} of {len(y)} spectra are left out of training: "
+            "unreadable, heavily damaged, or with missing (or non-positive log-scaled) labels",
+            AstroSPTWarning,
+            stacklevel=2,
+        )
+    index = np.flatnonzero(usable)
+    if len(index) < 10:
+        raise AstroSPTError(f"only {len(index)} usable spectra; training needs at least 10")
+
+    seed = config.training.seed
+    keep, test = split_indices(len(index), config.test_fraction, seed, stratify=y[index, 0])
+    fit, val = split_indices(len(keep), config.val_fraction, seed + 1, stratify=y[index[keep], 0])
+    i_train, i_val, i_test = index[keep[fit]], index[keep[val]], index[test]
+
+    pca = PCABasis.fit(
+        flux[np.concatenate([i_train, i_val])],
+        n_components=config.n_components if config.variance_threshold is None else None,
+        variance_threshold=config.variance_threshold,
+    )
+    features = np.zeros((len(flux), pca.n_components), dtype=np.float32)
+    features[usable] = pca.transform(flux[usable]).astype(np.float32)
+
+    specs = []
+    for i, (name, unit, scaling) in enumerate(zip(names, units, scalings, strict=True)):
+        raw = np.log10(y[i_train, i]) if scaling == "log10" else y[i_train, i]
+        specs.append(LabelSpec(name, unit, scaling, raw.mean(), raw.std() or 1.0))
+    y_net = np.zeros_like(y)
+    y_net[usable] = np.stack(
+        [spec.to_network(y[usable, i]) for i, spec in enumerate(specs)], axis=1
+    )
+
+    hparams = dict(config.network, n_inputs=pca.n_components, n_outputs=len(names))
+    torch.manual_seed(seed)
+    network = SpectralTransformer(**hparams)
+    history = fit_network(
+        network,
+        features[i_train],
+        y_net[i_train],
+        features[i_val],
+        y_net[i_val],
+        config.training,
+        device=device,
+        progress=progress,
+    )
+    network.cpu()
+    dropout = network.hparams["dropout"]
+    weight_decay = config.training.weight_decay
+    val_pred = mc_predict(network, torch.from_numpy(features[i_val]), config.n_samples, seed=seed)
+    if config.length_scale is not None and dropout > 0 and weight_decay > 0:
+        tau = model_precision(dropout, config.length_scale, len(i_train), weight_decay)
+    else:
+        tau = fit_precision(y_net[i_val], val_pred.mean.numpy(), val_pred.covariance.numpy())
+    uncertainty_scale = None
+    if config.calibrate:
+        std = np.sqrt(np.diagonal(val_pred.covariance.numpy(), axis1=1, axis2=2) + 1 / tau)
+        z = np.abs(y_net[i_val] - val_pred.mean.numpy()) / std
+        # the scale that puts 68.27 % of validation stars inside 1σ
+        uncertainty_scale = [
+            float(max(np.quantile(z[:, i], 0.6827), 1e-3)) for i in range(len(names))
+        ]
+
+    bundle = EstimatorBundle(
+        network,
+        pca,
+        specs,
+        preprocess_config=preprocess_config,
+        label_covariance=np.atleast_2d(np.cov(y_net[i_train], rowvar=False)),
+        n_samples=config.n_samples,
+        tau=tau,
+        uncertainty_scale=uncertainty_scale,
+        reference=ReferenceStats.from_training(pca, flux[i_train], y[i_train], names),
+        description=description,
+    )
+    metrics = None
+    if len(i_test):
+        pred = bundle.unscale(
+            bundle.predict_scaled(features[i_test], seed=seed, return_samples=True)
+        )
+        metrics = metrics_table(y[i_test], pred.mean, pred.std, names=names, model="SPT")
+    history.split = {"train": i_train, "validation": i_val, "test": i_test}
+    history.test_metrics = metrics
+    bundle.provenance = {
+        "data": data_description,
+        "n_train": len(i_train),
+        "n_validation": len(i_val),
+        "n_test": len(i_test),
+        "split": (
+            f"seeded stratified split (seed {seed}): {1 - config.test_fraction:.0%} training "
+            f"({config.val_fraction:.0%} of it for validation), {config.test_fraction:.0%} test"
+        ),
+        "seed": seed,
+        "astro_spt_version": __version__,
+        "estimator_config": config.to_dict(),
+        "mc_dropout": {
+            "tau": tau,
+            "tau_from": "length_scale" if config.length_scale is not None else "validation",
+            "equivalent_length_scale": (
+                float(np.sqrt(2 * len(i_train) * weight_decay * tau / dropout))
+                if dropout > 0 and weight_decay > 0
+                else None
+            ),
+            "uncertainty_scale": uncertainty_scale,
+        },
+        "epochs": history.n_epochs,
+        "stopped_early": history.stopped_early,
+        "metrics": (
+            {}
+            if metrics is None
+            else {
+                row["label"]: {
+                    key: float(row[key])
+                    for key in metrics.colnames
+                    if key not in ("label", "model")
+                }
+                for row in metrics
+            }
+        ),
+    }
+    return bundle, history
