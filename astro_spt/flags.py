@@ -208,7 +208,8 @@ FLAGS = FlagRegistry(
         FlagDefinition(
             6,
             "repaired_pixels",
-            "Some pixels were interpolated over or clipped (short gaps, spikes).",
+            "More than a small fraction (``min_repaired_fraction``, 1 % by default) of the "
+            "grid was interpolated over or clipped; the exact count is in ``n_repaired``.",
             "info",
         ),
         FlagDefinition(

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from astro_spt import flags
+from astro_spt.exceptions import InvalidSpectrumError
 from astro_spt.preprocess import (
     AnomalyConfig,
     PreprocessConfig,
@@ -154,3 +155,11 @@ def test_one_dimensional_input_and_defaults():
     result = detect_anomalies(flux[0])
     assert result.flux.shape == (1, GRID.size)
     assert result.flags.dtype == flags.FLAG_DTYPE
+
+
+def test_mismatched_shapes():
+    flux, ivar = synthetic(2)
+    with pytest.raises(InvalidSpectrumError, match="ivar has shape"):
+        detect_anomalies(flux, ivar[:1])
+    with pytest.raises(InvalidSpectrumError, match="covered has shape"):
+        detect_anomalies(flux, ivar, covered=np.ones(10, bool))

@@ -197,6 +197,8 @@ def test_two_dimensional_spectrum_is_a_batch():
     assert relative_difference(batch.flux[1], per_row_z.flux[1]) > 0.01
     with pytest.raises(InvalidSpectrumError, match="redshift has shape"):
         preprocess(stacked, redshift=[0.0, 0.0])
+    with pytest.raises(InvalidSpectrumError, match="air has shape"):
+        preprocess(stacked, redshift=0.0, air=[True, False])
 
 
 def test_spectrum1d_alias():
@@ -262,6 +264,10 @@ def bad_spectra():
         "duplicate wavelengths": (
             Spectrum(spectral_axis=wavelength * u.AA, **kwargs),
             "duplicate",
+        ),
+        "one pixel": (
+            Spectrum(flux=[1.0] * F_LAMBDA, spectral_axis=[5000.0] * u.AA),
+            "at least 2 pixels",
         ),
         "3-D flux": (
             Spectrum(

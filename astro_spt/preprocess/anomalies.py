@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from astro_spt import flags as _flags
+from astro_spt.exceptions import InvalidSpectrumError
 
 from ._numerics import fill_gaps, gaussian_smooth, nanmedian_rows, run_lengths, running_median
 from .config import PreprocessConfig, _pixels
@@ -118,7 +119,7 @@ def _oscillation(flux, covered, settings, pixel_scale_aa):
     min_period = settings.oscillation_min_period_aa / pixel_scale_aa
     # Smoothing as wide as the longest period removes the continuum but not the ripples.
     smooth = gaussian_smooth(flux, max_period)
-    level = np.abs(nanmedian_rows(np.where(covered, smooth, np.nan)))
+    level = np.abs(np.median(smooth[:, ::8], axis=1))
     denominator = np.maximum(smooth, 0.1 * level[:, None])
     relative = np.zeros_like(flux)
     np.divide(flux - smooth, denominator, out=relative, where=covered & (denominator > 0))
@@ -190,6 +191,11 @@ def detect_anomalies(
     -------
     result : `AnomalyResult`
 
+    Raises
+    ------
+    astro_spt.exceptions.InvalidSpectrumError
+        If ``ivar``, ``mask`` or ``covered`` does not have the shape of ``flux``.
+
     Examples
     --------
     >>> import numpy as np
@@ -216,6 +222,11 @@ def detect_anomalies(
     covered = (
         np.ones(flux.shape, bool) if covered is None else np.atleast_2d(np.asarray(covered, bool))
     )
+    for name, array in (("ivar", ivar), ("mask", mask), ("covered", covered)):
+        if array.shape != flux.shape:
+            raise InvalidSpectrumError(
+                f"{name} has shape {array.shape}, but flux has shape {flux.shape}"
+            )
     valid = covered & ~mask & np.isfinite(flux) & np.isfinite(ivar) & (ivar > 0)
     flag = np.zeros(n, dtype=_flags.FLAG_DTYPE)
 
