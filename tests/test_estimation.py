@@ -1,0 +1,169 @@
+"""Tests of astro_spt.estimate: inputs, table contract, flags, batch invariance."""
+
+import shutil
+from pathlib import Path
+
+import astropy.units as u
+import numpy as np
+import pytest
+from astropy.io import fits
+from astropy.table import vstack
+from astropy.uncertainty import Distribution
+from specutils import Spectrum, SpectrumList
+
+import astro_spt
+from astro_spt import flags
+from astro_spt.estimation import estimate, expand_inputs
+from astro_spt.exceptions import AstroSPTError
+
+
+def values_equal(a, b, columns=("age", "age_err", "mass", "mass_err")):
+    return all(np.array_equal(a[c].value, b[c].value, equal_nan=True) for c in columns) and (
+        np.array_equal(a["flags"], b["flags"])
+    )
+
+
+def test_table_contract(lamost_files, untrained_bundle):
+    table = estimate(lamost_files, untrained_bundle)
+    assert len(table) == len(lamost_files)
+    assert list(table["source"]) == lamost_files
+    assert table["age"].unit == u.Gyr and table["age_err"].unit == u.Gyr
+    assert table["mass"].unit == u.solMass and table["mass_err"].unit == u.solMass
+    assert np.isfinite(table["age"].value).all() and (table["age_err"].value > 0).all()
+    assert table["flags"].dtype == flags.FLAG_DTYPE
+    assert "obsid" in table.colnames  # DR6-DR8 headers carry one
+    assert table.meta["astro_spt_version"] == astro_spt.__version__
+    assert table.meta["seed"] == 0 and table.meta["n_samples"] == 16
+    assert not (table["flags"] & flags.UNREADABLE).any()
+
+
+def test_inputs_in_every_form(lamost_files, untrained_bundle, tmp_path):
+    spectra = [Spectrum.read(p) for p in lamost_files]
+    reference = estimate(lamost_files, untrained_bundle)
+    from_objects = estimate(spectra, untrained_bundle)
+    assert values_equal(from_objects, reference)
+    assert len(estimate(SpectrumList(spectra), untrained_bundle)) == len(spectra)
+    assert len(estimate(spectra[0], untrained_bundle)) == 1
+    for path in lamost_files:
+        shutil.copy(path, tmp_path)
+    assert values_equal(estimate(tmp_path, untrained_bundle), reference)
+    assert len(estimate(str(tmp_path / "spec-*.fits.gz"), untrained_bundle)) == 3
+    # a 2-D flux spectrum is one spectrum per row
+    wave = np.linspace(3700, 9100, 3000) * u.AA
+    flux = np.vstack([np.interp(wave.value, s.spectral_axis.value, s.flux.value) for s in spectra])
+    two_d = estimate(
+        Spectrum(flux=flux * u.dimensionless_unscaled, spectral_axis=wave), untrained_bundle
+    )
+    assert len(two_d) == len(spectra) and list(two_d["source"])[:2] == [
+        "spectrum[0]",
+        "spectrum[1]",
+    ]
+    with pytest.raises(TypeError, match="bare array"):
+        estimate(flux, untrained_bundle)
+    assert expand_inputs([lamost_files[0]]) == [(lamost_files[0], lamost_files[0])]
+
+
+def test_bad_inputs_give_nan_rows_and_flags(lamost_files, untrained_bundle, tmp_path):
+    truncated = tmp_path / "truncated.fits"
+    truncated.write_bytes(Path(lamost_files[2]).read_bytes()[:5000])
+    not_lamost = tmp_path / "image.fits"
+    fits.PrimaryHDU(np.zeros((4, 4))).writeto(not_lamost)
+    good = Spectrum.read(lamost_files[0])
+    all_nan = Spectrum(
+        flux=np.full(3000, np.nan) * u.dimensionless_unscaled,
+        spectral_axis=np.linspace(3700, 9100, 3000) * u.AA,
+    )
+    off_grid = Spectrum(
+        flux=np.ones(100) * u.dimensionless_unscaled,
+        spectral_axis=np.linspace(10000, 11000, 100) * u.AA,
+    )
+    inputs = [
+        lamost_files[0],
+        str(tmp_path / "missing.fits"),
+        lamost_files[1],
+        str(truncated),
+        str(not_lamost),
+        all_nan,
+        good,
+        off_grid,
+        lamost_files[3],
+    ]
+    table = estimate(inputs, untrained_bundle)
+    broken = np.array([False, True, False, True, True, True, False, True, False])
+    assert len(table) == len(inputs)
+    assert (
+        np.isnan(table["age"].value[broken]).all()
+        and np.isnan(table["mass_err"].value[broken]).all()
+    )
+    assert np.isfinite(table["age"].value[~broken]).all()
+    assert ((table["flags"][broken] & flags.UNREADABLE) != 0).all()
+    assert ((table["flags"][~broken] & flags.UNREADABLE) == 0).all()
+    assert "missing.fits" in " ".join(table.meta["messages"])
+    # the good rows are exactly what they are without the bad company
+    alone = estimate([lamost_files[0], lamost_files[1], good, lamost_files[3]], untrained_bundle)
+    assert values_equal(table[~broken], alone)
+    with pytest.raises(AstroSPTError, match=r"missing\.fits"):
+        estimate([lamost_files[0], str(tmp_path / "missing.fits")], untrained_bundle, strict=True)
+
+
+def test_results_do_not_depend_on_batching(lamost_files, untrained_bundle):
+    files = lamost_files * 3
+    whole = estimate(files, untrained_bundle, batch_size=256)
+    halves = vstack([estimate(files[:7], untrained_bundle), estimate(files[7:], untrained_bundle)])
+    one_by_one = estimate(files, untrained_bundle, batch_size=1)
+    assert values_equal(whole, halves)
+    assert values_equal(whole, one_by_one)
+    # the same spectrum gets the same numbers wherever it stands
+    assert values_equal(whole[:5], whole[5:10])
+
+
+def test_seed_and_samples(lamost_files, untrained_bundle):
+    a = estimate(lamost_files[:2], untrained_bundle, seed=1, return_samples=True, n_samples=8)
+    b = estimate(lamost_files[:2], untrained_bundle, seed=2)
+    assert isinstance(a["age_samples"], Distribution)
+    assert a["age_samples"].n_samples == 8 and a["age_samples"].unit == u.Gyr
+    assert not np.array_equal(a["age"].value, b["age"].value)
+    assert a.meta["n_samples"] == 8
+
+
+def test_model_by_path_and_bundle_method(lamost_files, untrained_bundle, tmp_path):
+    untrained_bundle.save_pretrained(tmp_path / "model")
+    by_path = estimate(lamost_files[:2], str(tmp_path / "model"))
+    assert values_equal(by_path, untrained_bundle.estimate(lamost_files[:2]))
+    assert by_path.meta["model"] == str(tmp_path / "model")
+
+
+def test_errors(lamost_files, untrained_bundle):
+    with pytest.raises(ValueError, match="positive"):
+        estimate(lamost_files, untrained_bundle, n_samples=0)
+    import torch
+
+    if not torch.cuda.is_available():
+        with pytest.raises(AstroSPTError, match="CUDA"):
+            estimate(lamost_files, untrained_bundle, device="cuda")
+
+
+@pytest.mark.slow
+def test_one_thousand_real_spectra(shared_data, untrained_bundle, tmp_path):
+    lrs = shared_data / "lamost-lrs"
+    files = sorted(str(p) for p in (lrs / "dr10" / "spectra").glob("*.fits.gz"))[:910]
+    files += sorted(str(p) for p in (lrs / "dr8" / "spectra").rglob("*.fits*"))[:80]
+    files += sorted(str(p) for p in (lrs / "dr1" / "spectra").glob("*.fits*"))
+    files += [str(p) for p in (lrs / "misc").glob("spec-*")]
+    broken = {
+        5: str(lrs / "misc" / "med-58408-TD230151N343645T01_sp01-015.fits"),
+        100: str(tmp_path / "absent.fits.gz"),
+    }
+    truncated = tmp_path / "truncated.fits.gz"
+    truncated.write_bytes(Path(files[0]).read_bytes()[:3000])
+    broken[500] = str(truncated)
+    for index, path in sorted(broken.items()):
+        files.insert(index, path)
+    files = files[:1000]
+    table = estimate(files, untrained_bundle)
+    assert len(table) == 1000
+    assert table["age"].unit == u.Gyr and table["mass"].unit == u.solMass
+    bad = np.isnan(table["age"].value)
+    unreadable = (table["flags"] & flags.UNREADABLE) != 0
+    assert np.array_equal(bad, unreadable)
+    assert set(np.flatnonzero(unreadable)) == set(broken)
