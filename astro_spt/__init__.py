@@ -12,7 +12,7 @@ try:
 except ImportError:  # pragma: no cover - running from a source tree without a build
     __version__ = "0.0.0"
 
-__all__ = ["__version__", "conf", "flags", "load_model", "nn"]
+__all__ = ["__version__", "conf", "estimate", "flags", "load_model", "nn", "train"]
 
 from .conf import conf
 from .io import _registration
@@ -24,6 +24,10 @@ _LAZY = {
     "nn": "astro_spt.nn",
     "flags": "astro_spt.flags",
     "load_model": "astro_spt.hub:load_model",
+    "estimate": "astro_spt.estimation:estimate",
+    "train": "astro_spt.training:train",
+    "preprocess": "astro_spt.preprocess",
+    "metrics": "astro_spt.metrics",
 }
 
 

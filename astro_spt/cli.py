@@ -16,8 +16,11 @@ Exit codes:
 """
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
+
+import numpy as np
 
 __all__ = [
     "EXIT_HUB_ERROR",
@@ -26,7 +29,9 @@ __all__ = [
     "EXIT_USER_ERROR",
     "SUBCOMMANDS",
     "build_parser",
+    "flag_summary",
     "main",
+    "write_table",
 ]
 
 EXIT_OK = 0
@@ -149,7 +154,125 @@ def run_info(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-SUBCOMMANDS = (add_download_parser, add_info_parser)
+# -- estimate ------------------------------------------------------------------------
+
+_TABLE_FORMATS = {".ecsv": "ascii.ecsv", ".fits": "fits", ".fit": "fits", ".csv": "ascii.csv"}
+
+
+_FITS_KEYS = {
+    "model": "SPTMODEL",
+    "model_revision": "SPTREV",
+    "astro_spt_version": "SPTVERS",
+    "seed": "SPTSEED",
+    "n_samples": "SPTNSAMP",
+}
+
+
+def _table_format(path: str) -> str:
+    for suffix, fmt in _TABLE_FORMATS.items():
+        if path.lower().endswith(suffix) or path.lower().endswith(suffix + ".gz"):
+            return fmt
+    raise ValueError(f"cannot tell the table format of {path}: use .ecsv, .fits or .csv")
+
+
+def write_table(table, path: str, overwrite: bool = False) -> None:
+    """Write an estimate table as ECSV, FITS or CSV, chosen by the file extension."""
+    fmt = _table_format(path)
+    table = table.copy(copy_data=False)
+    if fmt != "ascii.ecsv":
+        # FITS headers and CSV hold flat key/value metadata only, FITS with short keys.
+        flat = {k: v for k, v in table.meta.items() if isinstance(v, str | int | float)}
+        if fmt == "fits":
+            flat = {_FITS_KEYS.get(k, k[:8].upper()): v for k, v in flat.items()}
+        table.meta = flat
+    table.write(path, format=fmt, overwrite=overwrite)
+
+
+def flag_summary(table) -> str:
+    """One line: how many rows are flagged, and with what."""
+    from . import flags as _flags
+
+    values = np.asarray(table["flags"])
+    counts = {flag.name: int(np.count_nonzero(values & flag.value)) for flag in _flags.FLAGS}
+    parts = [f"{n} {name}" for name, n in counts.items() if n]
+    flagged = int(np.count_nonzero(values))
+    return f"{len(table)} spectra, {flagged} flagged" + (f" ({', '.join(parts)})" if parts else "")
+
+
+def add_estimate_parser(subparsers) -> argparse.ArgumentParser:
+    """Declare ``astro-spt estimate``."""
+    parser = subparsers.add_parser(
+        "estimate",
+        help="ages and masses (or the model's labels) of spectra files",
+        description=(
+            "Estimate the labels of each input spectrum (FITS files, folders or glob "
+            "patterns; LAMOST low-resolution files in every layout) and write one row per "
+            "input, in input order: value, uncertainty and quality flags. Unreadable or "
+            "unusable inputs get NaN values and flags (or, with --strict, stop the run)."
+        ),
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("files", metavar="FILES", nargs="+", help="files, folders or globs")
+    parser.add_argument(
+        "-o", "--output", help="output table: .ecsv, .fits or .csv (default: print the table)"
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    parser.add_argument(
+        "--model", "-m", help="bundle directory or hub repository id (default: embedded model)"
+    )
+    _add_hub_options(parser, offline=True)
+    parser.add_argument("--samples", type=int, help="Monte Carlo dropout passes per spectrum")
+    parser.add_argument("--batch-size", type=int, help="spectra processed at a time")
+    parser.add_argument("--device", help="cpu (default), cuda, cuda:N or auto")
+    parser.add_argument("--seed", type=int, default=0, help="Monte Carlo seed (default 0)")
+    parser.add_argument(
+        "--strict", action="store_true", help="stop at the first unusable input (exit code 1)"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.set_defaults(func=run_estimate)
+    return parser
+
+
+def run_estimate(args: argparse.Namespace) -> int:
+    """Run ``astro-spt estimate``."""
+    from .estimation import estimate
+    from .hub import load_model
+
+    if args.output:
+        _table_format(args.output)  # fail before the work, not after it
+        if os.path.exists(args.output) and not args.overwrite:
+            raise ValueError(f"{args.output} exists; pass --overwrite to replace it")
+    model = load_model(
+        args.model,
+        revision=args.revision,
+        cache_dir=args.cache_dir,
+        endpoint=args.endpoint,
+        local_files_only=True if args.offline else None,
+    )
+    table = estimate(
+        args.files,
+        model,
+        n_samples=args.samples,
+        batch_size=args.batch_size,
+        device=args.device,
+        seed=args.seed,
+        strict=args.strict,
+        progress=False if args.no_progress else None,
+    )
+    if len(table) == 0:
+        raise ValueError(f"no input files found in {' '.join(args.files)}")
+    if args.output:
+        write_table(table, args.output, overwrite=args.overwrite)
+        print(f"wrote {args.output}", file=sys.stderr)
+    else:
+        columns = [c for c in table.colnames if not c.endswith("_samples")]
+        table[columns].pprint_all()
+    print(flag_summary(table), file=sys.stderr)
+    return EXIT_OK
+
+
+SUBCOMMANDS = (add_estimate_parser, add_download_parser, add_info_parser)
 """Functions that declare the subcommands, in the order ``--help`` lists them."""
 
 

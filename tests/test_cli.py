@@ -1,4 +1,4 @@
-"""Tests of the ``astro-spt`` command line: ``download`` and ``info``."""
+"""Tests of the ``astro-spt`` command line."""
 
 import subprocess
 import sys
@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from hf_server import LocalHub, isolate_huggingface_hub, make_bundle
 
+from astro_spt import flags
 from astro_spt.cli import (
     EXIT_HUB_ERROR,
     EXIT_OK,
@@ -40,7 +41,9 @@ def hub(bundle_dir):
         yield server
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["download", "--help"], ["info", "--help"]])
+@pytest.mark.parametrize(
+    "argv", [["--help"], ["download", "--help"], ["info", "--help"], ["estimate", "--help"]]
+)
 def test_help(argv, capsys):
     assert main(argv) == EXIT_OK
     out = capsys.readouterr().out
@@ -124,3 +127,39 @@ def test_python_dash_m(tmp_path):
     )
     assert result.returncode == EXIT_USER_ERROR
     assert "neither a bundle directory nor a hub repository id" in result.stderr
+
+
+@pytest.fixture
+def spt_dir(untrained_bundle, tmp_path):
+    return untrained_bundle.save_pretrained(tmp_path / "spt")
+
+
+@pytest.mark.parametrize("suffix", [".ecsv", ".fits", ".csv"])
+def test_estimate_writes_tables(spt_dir, lamost_files, tmp_path, capsys, suffix):
+    from astropy.table import QTable
+
+    out = tmp_path / f"ages{suffix}"
+    broken = str(tmp_path / "missing.fits")
+    argv = ["estimate", *lamost_files[:2], broken, "-o", str(out), "--model", str(spt_dir)]
+    assert main([*argv, "--samples", "8", "--no-progress"]) == EXIT_OK
+    err = capsys.readouterr().err
+    assert "3 spectra, " in err and "1 unreadable" in err
+    table = QTable.read(out)
+    assert len(table) == 3
+    assert list(table["flags"] & flags.UNREADABLE != 0) == [False, False, True]
+    if suffix != ".csv":
+        assert table["age"].unit == "Gyr" and table["mass"].unit == "solMass"
+    # an existing output is kept unless asked
+    assert main(argv) == EXIT_USER_ERROR
+    assert "--overwrite" in capsys.readouterr().err
+
+
+def test_estimate_prints_and_fails_clearly(spt_dir, lamost_files, tmp_path, capsys):
+    assert main(["estimate", lamost_files[0], "--model", str(spt_dir), "--samples", "4"]) == 0
+    assert "age" in capsys.readouterr().out
+    missing = str(tmp_path / "missing.fits")
+    assert main(["estimate", missing, "--model", str(spt_dir), "--strict"]) == EXIT_USER_ERROR
+    assert "missing.fits" in capsys.readouterr().err
+    assert main(["estimate", lamost_files[0], "--model", str(spt_dir), "-o", "x.txt"]) == 1
+    assert "format" in capsys.readouterr().err
+    assert main(["estimate", str(tmp_path / "none-*.fits"), "--model", str(spt_dir)]) == 1
