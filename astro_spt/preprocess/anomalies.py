@@ -53,7 +53,7 @@ class AnomalyResult:
     coverage : `~numpy.ndarray`, shape (n,)
         Fraction of the grid inside the input's wavelength range.
     oscillation_power : `~numpy.ndarray`, shape (n,)
-        Highest ratio of the periodogram to its running median in the ripple band.
+        Highest ratio of the periodogram to its local median power in the ripple band.
     oscillation_amplitude : `~numpy.ndarray`, shape (n,)
         Relative amplitude of the ripple at that peak.
     """
@@ -113,7 +113,7 @@ def _find_spikes(flux, ivar, good, settings):
 
 
 def _oscillation(flux, covered, settings, pixel_scale_aa):
-    """Highest periodogram peak over its running median, and its amplitude."""
+    """Highest periodogram peak over its local median power, and its amplitude."""
     n, m = flux.shape
     max_period = settings.oscillation_max_period_aa / pixel_scale_aa
     min_period = settings.oscillation_min_period_aa / pixel_scale_aa
@@ -169,7 +169,7 @@ def detect_anomalies(
     5. *Negative flux*: runs of negative flux at least ``negative_min_run_aa`` long set
        ``negative_flux`` and are interpolated over.
     6. *Oscillation*: the periodogram of the flux relative to a smooth continuum is
-       compared with its running median in the period band; a high, wide-enough peak sets
+       compared with its local median power in the period band; a high, wide-enough peak sets
        ``oscillation``. Ripples are not repaired.
     7. More than ``min_repaired_fraction`` of the grid repaired sets ``repaired_pixels``;
        more than ``heavy_damage_fraction`` repaired or not measured sets ``heavy_damage``.

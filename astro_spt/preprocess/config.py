@@ -120,8 +120,9 @@ class AnomalyConfig:
     oscillation_min_period_aa, oscillation_max_period_aa : float
         Period band in which ripples are searched for.
     oscillation_threshold : float
-        A ripple is a periodogram peak that many times higher than the periodogram's
-        running median.
+        A ripple is a periodogram peak that many times higher than the median power of
+        its block of 32 neighbouring frequencies (the highest ratio among the DR10
+        development spectra is 72, the median 9) ...
     oscillation_min_amplitude : float
         ... and whose amplitude is at least this fraction of the continuum.
     """

@@ -7,6 +7,7 @@ Only the extraction of arrays from the spectrum objects loops over spectra; the 
 run on whole chunks of rows.
 """
 
+import functools
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -165,23 +166,39 @@ def _is_air(spectrum) -> bool:
     return False
 
 
+@functools.lru_cache(maxsize=64)
+def _ivar_factor(ivar_unit, flux_unit) -> float:
+    """What multiplies an inverse variance in ``ivar_unit`` to express it per flux_unit²."""
+    if ivar_unit is None or flux_unit is None:
+        return 1.0
+    try:
+        return ivar_unit.to(flux_unit**-2)
+    except u.UnitConversionError:
+        raise InvalidSpectrumError(
+            f"uncertainty unit {ivar_unit} does not match flux unit {flux_unit}"
+        ) from None
+
+
 def _inverse_variance(spectrum, flux_unit) -> np.ndarray | None:
-    from astropy.nddata import InverseVariance
+    from astropy.nddata import InverseVariance, StdDevUncertainty, VarianceUncertainty
 
     uncertainty = spectrum.uncertainty
     if uncertainty is None:
         return None
+    values = np.asarray(uncertainty.array, dtype=np.float64)
+    unit = uncertainty.unit
+    # The common types directly (represent_as costs half a millisecond per spectrum).
     with np.errstate(divide="ignore", invalid="ignore"):
-        ivar = uncertainty.represent_as(InverseVariance)
-    values = np.asarray(ivar.array, dtype=np.float64)
-    if ivar.unit is not None and flux_unit is not None:
-        try:
-            values = (values * ivar.unit).to_value(flux_unit**-2)
-        except u.UnitConversionError:
-            raise InvalidSpectrumError(
-                f"uncertainty unit {uncertainty.unit} does not match flux unit {flux_unit}"
-            ) from None
-    return values
+        if isinstance(uncertainty, InverseVariance):
+            pass
+        elif isinstance(uncertainty, StdDevUncertainty):
+            values, unit = 1 / values**2, None if unit is None else unit**-2
+        elif isinstance(uncertainty, VarianceUncertainty):
+            values, unit = 1 / values, None if unit is None else unit**-1
+        else:
+            converted = uncertainty.represent_as(InverseVariance)
+            values, unit = np.asarray(converted.array, dtype=np.float64), converted.unit
+    return values * _ivar_factor(unit, flux_unit)
 
 
 def _der_snr_ivar(flux: np.ndarray) -> np.ndarray:
@@ -194,11 +211,25 @@ def _der_snr_ivar(flux: np.ndarray) -> np.ndarray:
     return np.broadcast_to(ivar[..., None], flux.shape)
 
 
+@functools.lru_cache(maxsize=64)
+def _is_spectral(unit) -> bool:
+    return unit is not None and unit.is_equivalent(u.AA, equivalencies=u.spectral())
+
+
+@functools.lru_cache(maxsize=64)
+def _is_per_frequency(unit) -> bool:
+    # Building the spectral_density equivalency costs about a millisecond: decide once
+    # per unit, not once per spectrum.
+    return not unit.is_equivalent(_F_LAMBDA) and unit.is_equivalent(
+        _F_LAMBDA, equivalencies=u.spectral_density(1 * u.AA)
+    )
+
+
 def _extract(spectrum, redshift, air) -> list[_Row]:
     """The rows of one Spectrum (several for a 2-D flux)."""
     spectral_axis = u.Quantity(spectrum.spectral_axis)
     unit = spectral_axis.unit
-    if unit is None or not unit.is_equivalent(u.AA, equivalencies=u.spectral()):
+    if not _is_spectral(unit):
         raise InvalidSpectrumError(
             f"the spectral axis has unit {unit!r}, which is not a wavelength, frequency, "
             "wavenumber or energy"
@@ -206,7 +237,10 @@ def _extract(spectrum, redshift, air) -> list[_Row]:
     flux = u.Quantity(spectrum.flux)
     if flux.ndim not in (1, 2):
         raise InvalidSpectrumError(f"flux must be 1-D or 2-D, got shape {flux.shape}")
-    wavelength = spectral_axis.to_value(u.AA, equivalencies=u.spectral())
+    if unit == u.AA:
+        wavelength = spectral_axis.value.astype(np.float64)
+    else:
+        wavelength = spectral_axis.to_value(u.AA, equivalencies=u.spectral())
     if wavelength.ndim != 1 or wavelength.size != flux.shape[-1]:
         raise InvalidSpectrumError(
             f"spectral axis of shape {spectral_axis.shape} does not match flux of shape "
@@ -220,9 +254,7 @@ def _extract(spectrum, redshift, air) -> list[_Row]:
     values = flux.value.astype(np.float64)
     ivar = _inverse_variance(spectrum, flux_unit)
     factor = None
-    if not flux_unit.is_equivalent(_F_LAMBDA) and flux_unit.is_equivalent(
-        _F_LAMBDA, equivalencies=u.spectral_density(1 * u.AA)
-    ):
+    if _is_per_frequency(flux_unit):
         # F_nu has another spectral shape than F_lambda: convert it.
         factor = (1 * flux_unit).to_value(
             _F_LAMBDA, equivalencies=u.spectral_density(wavelength * u.AA)
