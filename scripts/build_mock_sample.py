@@ -39,14 +39,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 def _print_table(table, formats):
     names = list(formats)
-    widths = {name: max(len(name), 9) for name in names}
-    print("  " + "  ".join(f"{name:>{widths[name]}}" for name in names))
-    for row in table:
-        cells = []
-        for name in names:
-            value = row[name]
-            cells.append(f"{format(value, formats[name]):>{widths[name]}}")
-        print("  " + "  ".join(cells))
+    cells = [[format(row[name], formats[name]) for name in names] for row in table]
+    widths = [max(len(name), *(len(row[j]) for row in cells)) for j, name in enumerate(names)]
+    print("  " + "  ".join(f"{name:>{w}}" for name, w in zip(names, widths, strict=True)))
+    for row in cells:
+        print("  " + "  ".join(f"{cell:>{w}}" for cell, w in zip(row, widths, strict=True)))
 
 
 def cross_validate(data_dir: Path, seed: int, holdout_fraction: float = 0.2) -> None:
@@ -170,7 +167,7 @@ def main(argv=None) -> int:
     _print_table(
         sample.summary,
         {
-            "group": "22s",
+            "group": "s",
             "n": "d",
             "chi2_median": ".3f",
             "chi2_mean": ".3f",
