@@ -525,7 +525,7 @@ def preprocess(
         n_repaired[index] = result.n_repaired
         snr[index] = result.snr
         coverage[index] = result.coverage
-    flags[~np.isfinite(redshifts)] |= _flags.NO_REDSHIFT
+    flags[readable[~np.isfinite(redshifts[readable])]] |= _flags.NO_REDSHIFT
 
     unreadable = np.flatnonzero(flags & _flags.UNREADABLE)
     lowest = config.anomalies.min_valid_fraction
