@@ -8,13 +8,14 @@ a spectrum's result does not depend on the batch it was in (see ``_NETWORK_CHUNK
 
 import glob
 import os
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 
 from . import flags as _flags
 from .conf import conf
-from .exceptions import AstroSPTError
+from .exceptions import AstroSPTError, AstroSPTWarning
 
 __all__ = ["estimate", "expand_inputs", "iter_preprocessed"]
 
@@ -373,7 +374,10 @@ def iter_preprocessed(items, config, *, batch_size, strict=False, redshift=None,
 def _preprocess_robustly(preprocess, spectra, config, redshift, strict):
     """Preprocess a batch; if the batch as a whole is refused, find the bad spectra."""
     try:
-        return preprocess(spectra, config, redshift=redshift, strict=strict)
+        with warnings.catch_warnings():
+            # the table's flags and meta["messages"] report unusable spectra, row by row
+            warnings.simplefilter("ignore", AstroSPTWarning)
+            return preprocess(spectra, config, redshift=redshift, strict=strict)
     except AstroSPTError:
         if strict or len(spectra) == 1:
             raise
@@ -383,7 +387,9 @@ def _preprocess_robustly(preprocess, spectra, config, redshift, strict):
     for k, spectrum in enumerate(spectra):
         z = None if redshift is None else redshift[k : k + 1]
         try:
-            results.append(preprocess([spectrum], config, redshift=z))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", AstroSPTWarning)
+                results.append(preprocess([spectrum], config, redshift=z))
         except AstroSPTError as err:
             results.append(err)
     return _merge_results(results, config)
