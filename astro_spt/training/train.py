@@ -108,11 +108,13 @@ def split_indices(n: int, fraction: float, seed: int, stratify=None, n_bins: int
     values = np.asarray(stratify, dtype=float)
     edges = np.quantile(values, np.linspace(0, 1, n_bins + 1)[1:-1])
     bins = np.searchsorted(edges, values, side="right")
-    held = []
-    for b in np.unique(bins):
-        members = rng.permutation(np.flatnonzero(bins == b))
-        held.append(members[: round(fraction * len(members))])
-    held = np.sort(np.concatenate(held)) if held else np.array([], dtype=int)
+    groups = [rng.permutation(np.flatnonzero(bins == b)) for b in np.unique(bins)]
+    # largest-remainder allocation: the bins together hold out round(fraction * n) items
+    quotas = np.array([fraction * len(g) for g in groups])
+    counts = np.floor(quotas).astype(int)
+    short = round(fraction * n) - counts.sum()
+    counts[np.argsort(counts - quotas, kind="stable")[:short]] += 1
+    held = np.sort(np.concatenate([g[:k] for g, k in zip(groups, counts, strict=True)]))
     keep = np.setdiff1d(np.arange(n), held)
     return keep, held
 
