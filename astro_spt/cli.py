@@ -272,7 +272,229 @@ def run_estimate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-SUBCOMMANDS = (add_estimate_parser, add_download_parser, add_info_parser)
+# -- train and evaluate --------------------------------------------------------------
+
+
+def _parse_pairs(values, what):
+    pairs = {}
+    for value in values or []:
+        name, _, extra = value.partition(":")
+        if not name:
+            raise ValueError(f"invalid {what} {value!r}: expected NAME or NAME:VALUE")
+        pairs[name] = extra or None
+    return pairs
+
+
+def _matched_labels(files, table_path, label_units):
+    """The label table's rows for the given spectra files, in their order."""
+    from astropy import units as u
+    from astropy.table import QTable
+
+    from .estimation import expand_inputs
+
+    sources = [source for source, _ in expand_inputs(files)]
+    if not sources:
+        raise ValueError(f"no spectra found in {' '.join(files)}")
+    table = QTable.read(table_path)
+    key = next((c for c in ("file", "filename", "source", "path") if c in table.colnames), None)
+    if key is not None:
+        index = {os.path.basename(str(v)): i for i, v in enumerate(table[key])}
+        missing = [s for s in sources if os.path.basename(s) not in index]
+        if missing:
+            raise ValueError(
+                f"{len(missing)} spectra have no row in {table_path} (column {key!r}), "
+                f"e.g. {missing[0]}"
+            )
+        table = table[[index[os.path.basename(s)] for s in sources]]
+    elif len(table) != len(sources):
+        raise ValueError(
+            f"{table_path} has {len(table)} rows for {len(sources)} spectra and no 'file' "
+            "column to match them by"
+        )
+    labels = QTable()
+    for name, unit in label_units.items():
+        if name not in table.colnames:
+            raise ValueError(f"label column {name!r} is not in {table_path}: {table.colnames}")
+        column = table[name]
+        if unit is not None:
+            column = (
+                column.to(unit)
+                if hasattr(column, "unit") and column.unit
+                else column * u.Unit(unit)
+            )
+        labels[name] = column
+    return sources, labels
+
+
+def add_train_parser(subparsers) -> argparse.ArgumentParser:
+    """Declare ``astro-spt train``."""
+    parser = subparsers.add_parser(
+        "train",
+        help="train an estimator from spectra and a label table",
+        description=(
+            "Train an SPT estimator with the paper's recipe and save it as a bundle. The "
+            "label table (any format astropy reads, e.g. ECSV) has one row per spectrum, "
+            "matched by a 'file' column (basename) or else by order."
+        ),
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--spectra", nargs="+", required=True, help="files, folders or globs")
+    parser.add_argument("--labels", required=True, help="label table, one row per spectrum")
+    parser.add_argument(
+        "--label",
+        action="append",
+        required=True,
+        metavar="NAME[:UNIT]",
+        help="a label column to learn, with its unit (repeat: --label age:Gyr --label mass:Msun)",
+    )
+    parser.add_argument(
+        "--scaling", action="append", metavar="NAME:log10", help="label scaling (default linear)"
+    )
+    parser.add_argument("-o", "--output", required=True, help="bundle directory to write")
+    parser.add_argument("--config", help="JSON file of EstimatorConfig settings")
+    parser.add_argument("--epochs", type=int, help="maximum number of epochs")
+    parser.add_argument("--seed", type=int, help="seed of the split, initialisation and batches")
+    parser.add_argument("--device", help="cpu (default), cuda or cuda:N")
+    parser.add_argument("--float16", action="store_true", help="store float16 weights")
+    parser.add_argument("--split", help="write the train/validation/test assignment here (ECSV)")
+    parser.add_argument("--description", default="", help="one line for the model card")
+    parser.set_defaults(func=run_train)
+    return parser
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """Run ``astro-spt train``."""
+    import json
+
+    from astropy.table import Table
+
+    from .training import EstimatorConfig, train
+
+    labels_units = _parse_pairs(args.label, "--label")
+    sources, labels = _matched_labels(args.spectra, args.labels, labels_units)
+    settings = {}
+    if args.config:
+        with open(args.config, encoding="utf-8") as f:
+            settings = json.load(f)
+    config = EstimatorConfig.from_dict(settings)
+    training = config.training.to_dict()
+    if args.epochs is not None:
+        training["max_epochs"] = args.epochs
+    if args.seed is not None:
+        training["seed"] = args.seed
+    scaling = {**config.label_scaling, **_parse_pairs(args.scaling, "--scaling")}
+    config = EstimatorConfig.from_dict(
+        {**config.to_dict(), "training": training, "label_scaling": scaling}
+    )
+    bundle, history = train(
+        sources,
+        labels,
+        config=config,
+        device=args.device,
+        progress=_stderr_is_terminal(),
+        data_description=f"{len(sources)} spectra with labels from {os.path.basename(args.labels)}",
+        description=args.description,
+    )
+    path = bundle.save_pretrained(args.output, dtype="float16" if args.float16 else "float32")
+    if args.split:
+        assignment = np.full(len(sources), "unused", dtype="U10")
+        for part, rows in history.split.items():
+            assignment[rows] = part
+        Table({"file": sources, "set": assignment}).write(args.split, overwrite=True)
+    print(f"wrote {path} ({history.n_epochs} epochs)", file=sys.stderr)
+    if history.test_metrics is not None:
+        history.test_metrics.pprint_all()
+    return EXIT_OK
+
+
+def add_evaluate_parser(subparsers) -> argparse.ArgumentParser:
+    """Declare ``astro-spt evaluate``."""
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="accuracy of a model on labelled spectra: metrics table and figures",
+        description=(
+            "Estimate the labels of labelled spectra and write metrics.ecsv (Δ, ΔP, bias, "
+            "95 %% limits of agreement, 1σ/2σ coverage), metrics.md and the paper's "
+            "figures (learning curve, predicted vs true, uncertainty, Bland–Altman)."
+        ),
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("model", metavar="MODEL", help="bundle directory or hub repository id")
+    parser.add_argument("--spectra", nargs="+", required=True, help="files, folders or globs")
+    parser.add_argument("--labels", required=True, help="label table, one row per spectrum")
+    parser.add_argument(
+        "--split", help="a --split table from 'astro-spt train': evaluate its test rows only"
+    )
+    parser.add_argument("-o", "--output", required=True, help="folder for tables and figures")
+    parser.add_argument("--samples", type=int, help="Monte Carlo dropout passes per spectrum")
+    parser.add_argument("--device", help="cpu (default), cuda or cuda:N")
+    parser.add_argument("--format", default="png", help="figure format (png, pdf, svg)")
+    _add_hub_options(parser, offline=True)
+    parser.set_defaults(func=run_evaluate)
+    return parser
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    """Run ``astro-spt evaluate``."""
+    from astropy.table import Table
+
+    from .baselines import format_table, paper_table
+    from .estimation import estimate
+    from .hub import load_model
+    from .metrics import metrics_table
+    from .plots import evaluation_figures, save_figures
+
+    model = load_model(
+        args.model,
+        revision=args.revision,
+        cache_dir=args.cache_dir,
+        endpoint=args.endpoint,
+        local_files_only=True if args.offline else None,
+    )
+    names, units = model.label_names, model.label_units
+    sources, labels = _matched_labels(
+        args.spectra, args.labels, {n: (u or None) for n, u in zip(names, units, strict=True)}
+    )
+    if args.split:
+        split = Table.read(args.split)
+        test = {os.path.basename(f) for f in split["file"][split["set"] == "test"]}
+        keep = np.array([os.path.basename(s) in test for s in sources])
+        sources, labels = [s for s, k in zip(sources, keep, strict=True) if k], labels[keep]
+    table = estimate(sources, model, n_samples=args.samples, device=args.device)
+    y_true = np.stack([np.asarray(getattr(labels[n], "value", labels[n])) for n in names], 1)
+    y_pred = np.stack([table[n].value for n in names], 1)
+    y_err = np.stack([table[f"{n}_err"].value for n in names], 1)
+    metrics = metrics_table(y_true, y_pred, y_err, names=list(names), model="SPT")
+    os.makedirs(args.output, exist_ok=True)
+    metrics.write(os.path.join(args.output, "metrics.ecsv"), overwrite=True)
+    write_table(table, os.path.join(args.output, "estimates.ecsv"), overwrite=True)
+    pretty = paper_table(metrics, label_units=dict(zip(names, units, strict=True)))
+    with open(os.path.join(args.output, "metrics.md"), "w", encoding="utf-8") as f:
+        f.write(format_table(pretty, fmt="markdown") + "\n")
+    history = (model.provenance or {}).get("history")
+    figures = evaluation_figures(
+        y_true, y_pred, y_err, history=history, label_names=list(names), label_units=list(units)
+    )
+    written = save_figures(figures, args.output, fmt=args.format)
+    metrics.pprint_all()
+    print(f"wrote metrics and {len(written)} figures to {args.output}", file=sys.stderr)
+    print(flag_summary(table), file=sys.stderr)
+    return EXIT_OK
+
+
+def _stderr_is_terminal() -> bool:
+    return hasattr(sys.stderr, "isatty") and sys.stderr.isatty()
+
+
+SUBCOMMANDS = (
+    add_estimate_parser,
+    add_train_parser,
+    add_evaluate_parser,
+    add_download_parser,
+    add_info_parser,
+)
 """Functions that declare the subcommands, in the order ``--help`` lists them."""
 
 

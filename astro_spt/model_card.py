@@ -34,6 +34,9 @@ _METRIC_HEADERS = {
 }
 # Provenance keys shown in their own places; the others are listed as they are.
 _SHOWN_KEYS = ("data", "n_train", "n_test", "split", "seed", "metrics", "license", "tags")
+# Kept in config.json for tools (astro-spt evaluate plots the learning curve), too long
+# to be worth reading in a card or a summary.
+_UNLISTED_KEYS = ("history",)
 
 
 def card_metadata(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -217,7 +220,7 @@ def render_model_card(config: Mapping[str, Any], *, repo_id: str | None = None) 
         "spectra (PCA reconstruction error or latent distance beyond the training set's "
         "percentiles) and predictions outside the training label ranges are flagged.",
     ]
-    other = {k: v for k, v in provenance.items() if k not in _SHOWN_KEYS}
+    other = {k: v for k, v in provenance.items() if k not in _SHOWN_KEYS + _UNLISTED_KEYS}
     if other:
         lines += ["", "## Provenance", ""]
         lines += [f"- {key}: {_format_value(value)}" for key, value in other.items()]
@@ -278,7 +281,11 @@ def format_summary(config: Mapping[str, Any], source: str | None = None) -> str:
         for key in ("n_train", "n_test", "split", "seed")
         if key in provenance
     ]
-    rows += [(k, _format_value(v)) for k, v in provenance.items() if k not in _SHOWN_KEYS]
+    rows += [
+        (k, _format_value(v))
+        for k, v in provenance.items()
+        if k not in _SHOWN_KEYS + _UNLISTED_KEYS
+    ]
     if "astro_spt_version" in config:
         rows.append(
             (

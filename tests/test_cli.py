@@ -163,3 +163,49 @@ def test_estimate_prints_and_fails_clearly(spt_dir, lamost_files, tmp_path, caps
     assert main(["estimate", lamost_files[0], "--model", str(spt_dir), "-o", "x.txt"]) == 1
     assert "format" in capsys.readouterr().err
     assert main(["estimate", str(tmp_path / "none-*.fits"), "--model", str(spt_dir)]) == 1
+
+
+def test_train_evaluate_estimate_from_the_shell(shared_data, tmp_path, capsys):
+    import json
+
+    folder = shared_data / "lamost-lrs" / "dr10"
+    files = sorted(str(p) for p in (folder / "spectra").glob("*.fits.gz"))[:80]
+    config = tmp_path / "config.json"
+    config.write_text(
+        json.dumps(
+            {
+                "n_components": 16,
+                "network": {"d_model": 16, "n_heads": 2, "n_blocks": 1},
+                "n_samples": 10,
+                "training": {"learning_rate": 1e-3, "batch_size": 16},
+            }
+        )
+    )
+    model, split, out = tmp_path / "model", tmp_path / "split.ecsv", tmp_path / "eval"
+    labels = str(folder / "labels.csv")
+    argv = ["train", "--spectra", *files, "--labels", labels, "--label", "teff:K"]
+    argv += ["--label", "logg", "--config", str(config), "--epochs", "3", "-o", str(model)]
+    assert main([*argv, "--split", str(split), "--float16"]) == EXIT_OK
+    assert (model / "config.json").is_file()
+    argv = ["evaluate", str(model), "--spectra", *files, "--labels", labels]
+    assert main([*argv, "--split", str(split), "-o", str(out)]) == EXIT_OK
+    from astropy.table import Table
+
+    metrics = Table.read(out / "metrics.ecsv")
+    assert list(metrics["label"]) == ["teff", "logg"]
+    assert metrics["n"][0] == 16  # the test fifth of the 80 spectra
+    for name in (
+        "learning_curve",
+        "predicted_vs_true_teff",
+        "bland_altman_logg",
+        "uncertainty_teff",
+    ):
+        assert (out / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    capsys.readouterr()
+    assert (
+        main(["estimate", *files[:3], "--model", str(model), "-o", str(tmp_path / "e.ecsv")]) == 0
+    )
+    assert Table.read(tmp_path / "e.ecsv")["teff"].unit == "K"
+    # labels that cannot be matched to the spectra are a user error
+    bad = ["train", "--spectra", *files[:5], "--labels", str(split), "--label", "teff"]
+    assert main([*bad, "-o", str(tmp_path / "m2")]) == EXIT_USER_ERROR

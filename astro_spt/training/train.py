@@ -392,6 +392,7 @@ def train(
             "uncertainty_scale": uncertainty_scale,
         },
         "epochs": history.n_epochs,
+        "history": history.to_dict(),
         "stopped_early": history.stopped_early,
         "metrics": (
             {}
