@@ -7,6 +7,9 @@ from .activations import enhanced_softmax
 
 __all__ = ["MultiHeadHSA"]
 
+#: Functions that turn attention scores into weights, by name.
+ATTENTION_ACTIVATIONS = {"enhanced_softmax": enhanced_softmax, "softmax": torch.softmax}
+
 
 class MultiHeadHSA(nn.Module):
     r"""Multi-head Hadamard self-attention.
@@ -34,6 +37,10 @@ class MultiHeadHSA(nn.Module):
         restores the magnitude of :math:`V` because the weights of a head sum to one.
     bias : bool, optional
         Whether the linear projections have biases.
+    activation : {"enhanced_softmax", "softmax"}, optional
+        The function that turns the scores :math:`A` into weights :math:`W`. The paper's
+        ``"enhanced_softmax"`` is the default; ``"softmax"`` is the ordinary softmax, kept
+        for the ablation in ``docs/benchmarks.rst``.
 
     Examples
     --------
@@ -45,11 +52,22 @@ class MultiHeadHSA(nn.Module):
     """
 
     def __init__(
-        self, d_model: int = 512, n_heads: int = 8, scale: float | None = None, bias: bool = True
+        self,
+        d_model: int = 512,
+        n_heads: int = 8,
+        scale: float | None = None,
+        bias: bool = True,
+        activation: str = "enhanced_softmax",
     ):
         super().__init__()
         if d_model % n_heads:
             raise ValueError(f"d_model={d_model} is not divisible by n_heads={n_heads}")
+        if activation not in ATTENTION_ACTIVATIONS:
+            raise ValueError(
+                f"activation must be one of {tuple(ATTENTION_ACTIVATIONS)}, got {activation!r}"
+            )
+        self.activation = activation
+        self._weights = ATTENTION_ACTIVATIONS[activation]
         self.d_model = d_model
         self.n_heads = n_heads
         self.d_head = d_model // n_heads
@@ -61,5 +79,8 @@ class MultiHeadHSA(nn.Module):
         lead = x.shape[:-1]
         q, k, v = self.qkv(x).view(*lead, 3, self.n_heads, self.d_head).unbind(dim=-3)
         scores = self.d_head * (torch.softmax(q, dim=-1) * torch.softmax(k, dim=-1))
-        heads = self.scale * (enhanced_softmax(scores, dim=-1) * v)
+        heads = self.scale * (self._weights(scores, dim=-1) * v)
         return self.out(heads.reshape(*lead, self.d_model))
+
+    def extra_repr(self) -> str:
+        return f"n_heads={self.n_heads}, scale={self.scale}, activation={self.activation!r}"

@@ -72,6 +72,8 @@ class SPTBlock(nn.Module):
         Final scale of the Hadamard self-attention (see `MultiHeadHSA`).
     bn_momentum : float
         Momentum of the BatchNorm running statistics.
+    attention_activation : {"enhanced_softmax", "softmax"}
+        Weight function of the attention (see `MultiHeadHSA`).
 
     Examples
     --------
@@ -90,10 +92,13 @@ class SPTBlock(nn.Module):
         dropout: float = 0.0,
         attention_scale: float | None = None,
         bn_momentum: float = 0.1,
+        attention_activation: str = "enhanced_softmax",
     ):
         super().__init__()
         self.norm1 = nn.BatchNorm1d(d_model, momentum=bn_momentum)
-        self.attention = MultiHeadHSA(d_model, n_heads, scale=attention_scale)
+        self.attention = MultiHeadHSA(
+            d_model, n_heads, scale=attention_scale, activation=attention_activation
+        )
         self.drop1 = MCDropout(dropout, d_model)
         self.norm2 = nn.BatchNorm1d(d_model, momentum=bn_momentum)
         self.ffn = nn.Sequential(nn.Linear(d_model, d_ff), nn.GELU(), nn.Linear(d_ff, d_model))
@@ -150,6 +155,9 @@ class SpectralTransformer(nn.Module):
         Standard deviation of the truncated-normal initialisation (truncated at ±2σ).
     bn_momentum : float
         Momentum of the BatchNorm running statistics.
+    attention_activation : {"enhanced_softmax", "softmax"}
+        Weight function of the attention: the paper's enhanced softmax (default), or the
+        ordinary softmax for the ablation in ``docs/benchmarks.rst``.
 
     Examples
     --------
@@ -176,6 +184,7 @@ class SpectralTransformer(nn.Module):
         attention_scale: float | None = None,
         init_std: float = 0.02,
         bn_momentum: float = 0.1,
+        attention_activation: str = "enhanced_softmax",
     ):
         super().__init__()
         if dropout_position not in DROPOUT_POSITIONS:
@@ -204,11 +213,20 @@ class SpectralTransformer(nn.Module):
             "attention_scale": attention_scale,
             "init_std": init_std,
             "bn_momentum": bn_momentum,
+            "attention_activation": attention_activation,
         }
         block_dropout = dropout if dropout_position == "all" else 0.0
         self.embed = nn.Linear(n_inputs, d_model)
         self.blocks = nn.ModuleList(
-            SPTBlock(d_model, n_heads, d_ff, block_dropout, attention_scale, bn_momentum)
+            SPTBlock(
+                d_model,
+                n_heads,
+                d_ff,
+                block_dropout,
+                attention_scale,
+                bn_momentum,
+                attention_activation,
+            )
             for _ in range(n_blocks)
         )
         self.norm = nn.BatchNorm1d(d_model, momentum=bn_momentum)
