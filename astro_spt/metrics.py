@@ -38,7 +38,7 @@ def _with_unit(value, unit):
 
 
 def mean_absolute_error(y_true, y_pred):
-    """Δ = mean |ŷ − y| (SPT paper §2.5), in the units of the labels.
+    """Δ = mean ``|ŷ − y|`` (SPT paper §2.5), in the units of the labels.
 
     Examples
     --------
@@ -51,7 +51,7 @@ def mean_absolute_error(y_true, y_pred):
 
 
 def mean_absolute_percentage_error(y_true, y_pred):
-    """ΔP = mean |ŷ − y| / |y| × 100 (SPT paper §2.5), in per cent.
+    """ΔP = mean ``|ŷ − y| / |y|`` × 100 (SPT paper §2.5), in per cent.
 
     Examples
     --------
