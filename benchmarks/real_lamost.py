@@ -1,0 +1,372 @@
+"""Real-data benchmark: SPT versus the four classical baselines on LAMOST DR10 spectra.
+
+Command (from the repository root; the reference run is on two CPU cores)::
+
+    python benchmarks/real_lamost.py [--device cuda] [--output DIR]
+
+What it measures (SPEC §3, issue 7). The 1,979 real LAMOST DR10 low-resolution spectra of
+``../shared/data/lamost-lrs/dr10`` with their LASP labels (Teff, log g, [Fe/H]) are read
+and preprocessed once with the package's defaults. Spectra the preprocessing marks
+unreadable or heavily damaged are left out, exactly as `astro_spt.train` does. The rest
+are split 8:2, seeded and stratified in Teff (`astro_spt.training.split_indices`, the split
+`astro_spt.train` makes); 10 % of the training part is the validation set of early
+stopping and of the uncertainty calibration. The split is written to ``split.csv``.
+
+On that split it trains
+
+- SPT with `astro_spt.train` at the benchmark configuration (`spt_config`), and
+- random forest, XGBoost, LightGBM and CatBoost (`astro_spt.baselines.run_baselines`,
+  their fixed default hyper-parameters) on the same PCA coefficients, fitted on the
+  training and validation parts together, scored on the test part,
+
+and prints per label Δ, ΔP, bias and the 95 % limits of agreement for every model, the
+SPT uncertainty calibration (fraction of test stars inside 1σ and 2σ) from the bare Monte
+Carlo dropout spread, with the variance floor τ⁻¹ fitted on the validation part, and
+after the per-label calibration scale (also fitted on the validation part), and the wall
+time of training and prediction. ΔP of [Fe/H] divides by values near zero and means
+nothing; it is printed but [Fe/H] is judged by Δ.
+
+The test part is used for this final comparison only: every choice in `spt_config` was
+made on validation data (``benchmarks/ablations.py``, ``docs/benchmarks.rst``).
+
+Outputs in ``--output`` (default ``benchmarks/results/real_lamost/``): ``split.csv``,
+``metrics.ecsv``, ``results.md``, ``results.rst`` and ``summary.json``.
+"""
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = ROOT.parent / "shared" / "data"
+DEFAULT_OUTPUT = ROOT / "benchmarks" / "results" / "real_lamost"
+SEED = 20240110  # arXiv 2401.04900
+LABELS = ("teff", "logg", "feh")
+UNITS = {"teff": "K", "logg": "dex", "feh": "dex"}
+
+_START = time.perf_counter()
+
+
+def log(message):
+    print(f"[{time.perf_counter() - _START:7.1f} s] {message}", flush=True)
+
+
+def spt_config(seed=SEED, **overrides):
+    """The benchmark's SPT configuration (chosen on validation data, docs/benchmarks.rst).
+
+    Keyword arguments replace fields: ``network`` and ``training`` entries are merged
+    into the benchmark's, the rest replace `~astro_spt.training.EstimatorConfig` fields.
+    """
+    from astro_spt.training import EstimatorConfig, TrainingConfig
+
+    network = {"d_model": 128, "n_heads": 8, "n_blocks": 2, "dropout": 0.1}
+    training = {
+        "learning_rate": 1e-3,
+        "max_epochs": 300,
+        "patience": 10,
+        "batch_size": 64,
+        "seed": seed,
+    }
+    network |= overrides.pop("network", {})
+    training |= overrides.pop("training", {})
+    fields = {"n_components": 143, "n_samples": 100} | overrides
+    return EstimatorConfig(network=network, training=TrainingConfig(**training), **fields)
+
+
+def load_sample(data: Path):
+    """The DR10 label table (LASP Teff, log g, [Fe/H]) and the spectrum paths."""
+    from astropy.table import Table
+
+    folder = data / "lamost-lrs" / "dr10"
+    table = Table.read(folder / "labels.csv")
+    paths = [str(folder / "spectra" / name) for name in table["file"]]
+    return table, paths
+
+
+def label_table(table):
+    """The labels as `astro_spt.train` takes them (Teff with its unit)."""
+    import astropy.units as u
+    from astropy.table import QTable
+
+    return QTable(
+        {
+            "teff": np.asarray(table["teff"], float) * u.K,
+            "logg": np.asarray(table["logg"], float),
+            "feh": np.asarray(table["feh"], float),
+        }
+    )
+
+
+def preprocess_files(paths, config, batch_size=256):
+    """Read and preprocess files into one PreprocessResult (rows in input order).
+
+    Rows that cannot be read stay NaN and get the ``unreadable`` flag, as in
+    `astro_spt.train`.
+    """
+    from astro_spt import flags as _flags
+    from astro_spt.estimation import _expand, iter_preprocessed
+    from astro_spt.preprocess import PreprocessResult, make_wavelength_grid
+
+    items = _expand(list(paths))
+    n, n_pixels = len(items), len(make_wavelength_grid(config.grid))
+    arrays = {
+        "flux": np.full((n, n_pixels), np.nan, np.float32),
+        "flags": np.zeros(n, _flags.FLAG_DTYPE),
+        "ivar": np.zeros((n, n_pixels), np.float32),
+        "mask": np.ones((n, n_pixels), bool),
+        "n_repaired": np.zeros(n, int),
+        "snr": np.full(n, np.nan),
+        "coverage": np.zeros(n),
+        "redshift": np.full(n, np.nan),
+    }
+    wavelength, messages = None, {}
+    for rows, result, _, batch_messages in iter_preprocessed(items, config, batch_size=batch_size):
+        messages |= batch_messages
+        for row in set(batch_messages) - set(rows.tolist()):
+            arrays["flags"][row] |= _flags.UNREADABLE
+        if result is not None:
+            wavelength = result.wavelength
+            for name, values in arrays.items():
+                values[rows] = getattr(result, name)
+    return PreprocessResult(wavelength=wavelength, config=config, messages=messages, **arrays)
+
+
+def take(result, rows):
+    """The rows ``rows`` of a PreprocessResult."""
+    per_row = ("flux", "flags", "ivar", "mask", "n_repaired", "snr", "coverage", "redshift")
+    return dataclasses.replace(
+        result, messages={}, **{name: getattr(result, name)[rows] for name in per_row}
+    )
+
+
+def benchmark_split(result, y, config):
+    """Train / validation / test row indices, exactly as `astro_spt.train` splits.
+
+    Returns the dict `astro_spt.train` puts in ``history.split``; the benchmark checks
+    that the two agree.
+    """
+    from astro_spt import flags as _flags
+    from astro_spt.training import split_indices
+
+    bad = _flags.UNREADABLE | _flags.HEAVY_DAMAGE
+    usable = np.all(np.isfinite(result.flux), 1) & ((result.flags & bad) == 0)
+    usable &= np.all(np.isfinite(y), 1)
+    index = np.flatnonzero(usable)
+    seed = config.training.seed
+    keep, test = split_indices(len(index), config.test_fraction, seed, stratify=y[index, 0])
+    fit, val = split_indices(len(keep), config.val_fraction, seed + 1, stratify=y[index[keep], 0])
+    return {"train": index[keep[fit]], "validation": index[keep[val]], "test": index[test]}
+
+
+def write_split(path, table, split):
+    from astropy.table import Table
+
+    part = np.full(len(table), "excluded", dtype="<U10")
+    for name, rows in split.items():
+        part[rows] = name
+    Table({"file": table["file"], "obsid": table["obsid"], "part": part}).write(
+        path, format="ascii.csv", overwrite=True
+    )
+
+
+def predict(bundle, features, seed, *, tau="fitted", calibrated=True):
+    """Test-set prediction with the bundle's uncertainty model, or parts of it.
+
+    ``tau=None`` drops the variance floor τ⁻¹ (bare MC-dropout spread);
+    ``calibrated=False`` drops the per-label calibration scale.
+    """
+    saved = bundle.tau, bundle.uncertainty_scale
+    try:
+        if tau is None:
+            bundle.tau = None
+        if not calibrated:
+            bundle.uncertainty_scale = None
+        start = time.perf_counter()
+        scaled = bundle.predict_scaled(features, seed=seed, return_samples=True)
+        pred = bundle.unscale(scaled)
+        return pred, time.perf_counter() - start
+    finally:
+        bundle.tau, bundle.uncertainty_scale = saved
+
+
+def machine_description(device):
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    threads = torch.get_num_threads()
+    text = f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({threads} threads)"
+    if device and str(device).startswith("cuda"):
+        text += f", {torch.cuda.get_device_name()}"
+    return text
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
+    parser.add_argument("--seed", type=int, default=SEED)
+    parser.add_argument("--device", default=None, help="torch device of SPT training")
+    parser.add_argument("--jobs", type=int, default=1, help="threads per baseline model")
+    parser.add_argument(
+        "--baselines", default="random_forest,xgboost,lightgbm,catboost", help="comma-separated"
+    )
+    args = parser.parse_args()
+
+    import warnings
+
+    import torch
+    from astropy.table import Table, vstack
+
+    import astro_spt
+    from astro_spt.baselines import format_table, paper_table, run_baselines
+    from astro_spt.metrics import metrics_table
+    from astro_spt.preprocess import PreprocessConfig
+
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    args.output.mkdir(parents=True, exist_ok=True)
+    table, paths = load_sample(args.data)
+    labels = label_table(table)
+    y = np.stack(
+        [
+            np.asarray(labels[name].value if hasattr(labels[name], "unit") else labels[name])
+            for name in LABELS
+        ],
+        1,
+    )
+    config = spt_config(args.seed)
+    times = {}
+
+    start = time.perf_counter()
+    result = preprocess_files(paths, PreprocessConfig())
+    times["preprocess"] = time.perf_counter() - start
+    log(f"read and preprocessed {len(paths)} spectra in {times['preprocess']:.0f} s")
+    split = benchmark_split(result, y, config)
+    write_split(args.output / "split.csv", table, split)
+    sizes = {k: len(v) for k, v in split.items()}
+    log(f"split: {sizes} ({len(paths) - sum(sizes.values())} spectra left out)")
+
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", astro_spt.exceptions.AstroSPTWarning)
+        bundle, history = astro_spt.train(
+            result, labels, label_names=list(LABELS), config=config, device=args.device
+        )
+    times["spt_fit"] = time.perf_counter() - start
+    for name in split:
+        if not np.array_equal(history.split[name], split[name]):
+            raise RuntimeError(f"astro_spt.train made a different {name} split")
+    log(
+        f"SPT trained in {times['spt_fit']:.0f} s: {history.n_epochs} epochs, "
+        f"best {history.best_epoch}, {bundle.network.count_parameters():,} parameters"
+    )
+
+    bundle.to("cpu")
+    i_fit = np.concatenate([split["train"], split["validation"]])
+    i_test = split["test"]
+    x_fit, x_test = bundle.features(result.flux[i_fit]), bundle.features(result.flux[i_test])
+    rows = []
+    coverage_rows = []
+    for stage, kwargs in (
+        ("MC-dropout spread only", {"tau": None, "calibrated": False}),
+        ("+ τ⁻¹ fitted on validation", {"calibrated": False}),
+        ("+ per-label scale (default)", {}),
+    ):
+        pred, seconds = predict(bundle, x_test, args.seed, **kwargs)
+        m = metrics_table(y[i_test], pred.mean, pred.std, names=list(LABELS), model="SPT")
+        coverage_rows.append((stage, m))
+        if not kwargs:
+            times["spt_predict"] = seconds
+            rows.append(m)
+    log(f"SPT predicted {len(i_test)} test spectra in {times['spt_predict']:.2f} s")
+
+    names = args.baselines.split(",")
+    baseline_rows, _, baseline_times = run_baselines(
+        x_fit,
+        y[i_fit],
+        x_test,
+        y[i_test],
+        names=names,
+        label_names=list(LABELS),
+        seed=args.seed,
+        n_jobs=args.jobs,
+    )
+    for name, t in baseline_times.items():
+        log(f"{name}: fit {t['fit']:.1f} s, predict {t['predict']:.2f} s")
+    metrics = vstack([baseline_rows, *rows])
+    metrics.write(args.output / "metrics.ecsv", overwrite=True)
+
+    # --- tables ---------------------------------------------------------------------
+    main_table = paper_table(metrics, label_units=UNITS)
+    detail = Table()
+    detail["model"] = [str(m) for m in metrics["model"]]
+    detail["label"] = metrics["label"]
+    for key, fmt in (
+        ("delta", ".3g"),
+        ("delta_p", ".2f"),
+        ("bias", ".3g"),
+        ("loa_low", ".3g"),
+        ("loa_high", ".3g"),
+    ):
+        detail[key] = metrics[key]
+        detail[key].format = fmt
+    cov = Table()
+    cov["uncertainty model"] = [stage for stage, m in coverage_rows for _ in LABELS]
+    cov["label"] = [str(lab) for _, m in coverage_rows for lab in m["label"]]
+    for key in ("coverage_1sigma", "coverage_2sigma"):
+        cov[key] = np.concatenate([100 * np.asarray(m[key]) for _, m in coverage_rows])
+        cov[key].format = ".1f"
+    timing = Table()
+    timing["model"] = ["SPT", *baseline_times]
+    timing["fit (s)"] = [times["spt_fit"], *(t["fit"] for t in baseline_times.values())]
+    timing["predict (s)"] = [times["spt_predict"], *(t["predict"] for t in baseline_times.values())]
+    timing["fit (s)"].format = ".1f"
+    timing["predict (s)"].format = ".2f"
+
+    total = time.perf_counter() - _START
+    header = (
+        f"LAMOST DR10, LASP labels: {sizes['train']} training, {sizes['validation']} "
+        f"validation, {sizes['test']} test spectra (seed {args.seed}); "
+        f"SPT {bundle.network.count_parameters():,} parameters, {history.n_epochs} epochs; "
+        f"machine: {machine_description(args.device)}; total {total / 60:.1f} min"
+    )
+    sections = [
+        ("Test-set accuracy (paper Table 1 layout; ΔP of [Fe/H] is meaningless)", main_table),
+        ("Bias and 95 % limits of agreement (prediction − truth)", detail),
+        ("SPT uncertainty calibration on the test set (%, ideal 68.3 / 95.4)", cov),
+        ("Wall time", timing),
+    ]
+    for fmt, suffix in (("markdown", "md"), ("rst", "rst")):
+        text = [header, ""]
+        for title, t in sections:
+            text += [f"**{title}**" if fmt == "markdown" else title, "", format_table(t, fmt), ""]
+        (args.output / f"results.{suffix}").write_text("\n".join(text))
+    print("\n" + (args.output / "results.md").read_text())
+    summary = {
+        "seed": args.seed,
+        "split": sizes,
+        "config": config.to_dict(),
+        "epochs": history.n_epochs,
+        "best_epoch": history.best_epoch,
+        "times_s": times | {"baselines": baseline_times, "total": total},
+        "machine": machine_description(args.device),
+        "uncertainty_scale": bundle.uncertainty_scale,
+        "tau": bundle.tau,
+    }
+    (args.output / "summary.json").write_text(json.dumps(summary, indent=1, default=float))
+
+
+if __name__ == "__main__":
+    main()
