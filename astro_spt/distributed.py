@@ -414,13 +414,15 @@ def _run_on_cluster(client, tasks, on_done, retries):
         if len(futures) >= window():
             break
     failures = {}
-    completed = distributed.as_completed(list(futures))
+    completed = distributed.as_completed(list(futures), loop=client.loop)
     for future in completed:
         index = futures.pop(future)
         if future.status == "finished":
             on_done(future.result())
-        else:
+        elif future.status == "error":  # raised after its retries, or KilledWorker
             failures[index] = future.exception()
+        else:
+            failures[index] = AstroSPTError(f"the task was {future.status}")
         future.release()
         while len(futures) < window():
             task = next(pending, None)

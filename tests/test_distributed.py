@@ -226,6 +226,13 @@ def test_cluster_equals_single_process(client, inputs, model_dir, reference):
     assert_same_table(rest, without)
 
 
+def test_cluster_by_scheduler_address(client, inputs, model_dir):
+    # a client of its own, connected to the address and closed at the end
+    address = client.scheduler.address
+    table = estimate_files(inputs[:12], model_dir, client=address, partition_size=5)
+    assert_same_table(table, estimate(inputs[:12], model_dir))
+
+
 def test_cluster_resumes_and_survives_a_killed_worker(
     client, inputs, model_dir, reference, tmp_path
 ):
@@ -247,12 +254,14 @@ def test_cluster_resumes_and_survives_a_killed_worker(
         assert sorted(done) == [f"part-{i:06d}.parquet" for i in (0, 1, 2, 4, 5)]
         assert not json.loads((output / MANIFEST_NAME).read_text())["complete"]
 
-        # Run 2: the worker writing partition 3 dies half-way; Dask reruns the partition.
+        # Run 2 computes partition 3 only. Its first try raises (Dask retries it), in its
+        # second the worker dies half-way through writing it (Dask reruns it elsewhere).
+        client.run(fail_once, str(tmp_path / "failed again"), inputs[3 * PARTITION_SIZE + 1])
         client.run(die_while_writing_once, str(tmp_path / "killed"), "part-000003.parquet")
         table = estimate_files(
             inputs, model_dir, client=client, partition_size=PARTITION_SIZE, output_dir=output
         )
-        assert (tmp_path / "killed").exists()
+        assert (tmp_path / "failed again").exists() and (tmp_path / "killed").exists()
     finally:
         client.run(restore)
     assert_same_table(table, reference)
