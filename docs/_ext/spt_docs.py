@@ -1,0 +1,219 @@
+"""Pages of the astro_spt documentation that are generated from the code at build time.
+
+``docs/conf.py`` calls `write_generated` when Sphinx starts (``builder-inited``), so that
+the flag table and the model card can never drift from the registry and the shipped
+bundle. The functions only need astro_spt and the standard library (no Sphinx, no
+network), so the doctests of the pages can call them too.
+"""
+
+import json
+import re
+from pathlib import Path
+
+__all__ = ["flag_table_rst", "markdown_to_rst", "model_card_rst", "write_generated"]
+
+
+def flag_table_rst(registry=None) -> str:
+    """The flag registry as an RST ``list-table``: bit, value, name, constant, severity.
+
+    Examples
+    --------
+    >>> from astro_spt.flags import FLAGS
+    >>> print(flag_table_rst(FLAGS).splitlines()[0])
+    .. list-table::
+    """
+    if registry is None:
+        from astro_spt.flags import FLAGS as registry
+    lines = [
+        ".. list-table::",
+        "   :header-rows: 1",
+        "   :widths: 5 7 24 9 55",
+        "",
+        "   * - bit",
+        "     - value",
+        "     - name (constant)",
+        "     - severity",
+        "     - meaning",
+    ]
+    for flag in registry:
+        lines += [
+            f"   * - {flag.bit}",
+            f"     - {flag.value}",
+            f"     - ``{flag.name}``",
+            "",
+            f"       ``{flag.name.upper()}``",
+            f"     - {flag.severity}",
+            f"     - {flag.description}",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+_LINK = re.compile(r"\[([^\]]+)\]\(([^)\s]+)\)")
+_CODE = re.compile(r"(?<!`)`([^`]+)`(?!`)")
+
+
+def _inline(text: str) -> str:
+    """Markdown inline markup to RST: code spans, links; ``**bold**`` is the same."""
+    parts = []
+    # code spans first, so that nothing inside them is touched
+    for i, piece in enumerate(re.split(r"(`[^`]+`)", text)):
+        if i % 2:
+            parts.append(f"``{piece[1:-1]}``")
+            continue
+        piece = piece.replace("\\", "\\\\").replace("|", "\\|")
+        piece = re.sub(r"(?<=\w)_(?=\W|$)", r"\\_", piece)  # no accidental references
+        piece = _LINK.sub(lambda m: f"`{m.group(1)} <{m.group(2)}>`__", piece)
+        parts.append(piece)
+    return "".join(parts)
+
+
+def _table(rows: list[str]) -> list[str]:
+    cells = [[c.strip() for c in row.strip().strip("|").split("|")] for row in rows]
+    header, body = cells[0], [r for r in cells[2:]]
+    out = [".. list-table::", "   :header-rows: 1", ""]
+    for row in [header, *body]:
+        for k, cell in enumerate(row):
+            out.append(f"   {'*' if k == 0 else ' '} - {_inline(cell) or '..'}")
+    return [*out, ""]
+
+
+def markdown_to_rst(text: str, levels: str = "=-~^") -> str:
+    """Convert the small Markdown dialect of astro_spt model cards to reStructuredText.
+
+    Handles YAML front matter (moved to the end, as a literal block), ATX headings (``#`` is the
+    first of ``levels``), paragraphs, ``-`` lists, pipe tables, fenced and indented code
+    blocks, code spans, bold and links: what `astro_spt.model_card` writes.
+
+    Examples
+    --------
+    >>> print(markdown_to_rst("## Labels\\n\\n| label | unit |\\n|---|---|\\n| age | Gyr |"))
+    Labels
+    ------
+    <BLANKLINE>
+    .. list-table::
+       :header-rows: 1
+    <BLANKLINE>
+       * - label
+         - unit
+       * - age
+         - Gyr
+    <BLANKLINE>
+    """
+    lines = text.splitlines()
+    out: list[str] = []
+    front: list[str] = []
+    i = 0
+    if lines and lines[0].strip() == "---":
+        end = lines.index("---", 1)
+        front = ["The card's YAML front matter (the hub's metadata):", ""]
+        front += [".. code-block:: yaml", ""] + [f"   {line}" for line in lines[1:end]] + [""]
+        i = end + 1
+    while i < len(lines):
+        line = lines[i]
+        if not line.strip():
+            i += 1
+            continue
+        if line.startswith("#"):
+            depth = len(line) - len(line.lstrip("#"))
+            title = _inline(line[depth:].strip())
+            out += [title, levels[depth - 1] * len(title), ""]
+            i += 1
+        elif line.startswith("```"):
+            language = line[3:].strip() or "text"
+            j = lines.index("```", i + 1)
+            out += [f".. code-block:: {language}", ""]
+            out += [f"   {code}" if code else "" for code in lines[i + 1 : j]] + [""]
+            i = j + 1
+        elif line.startswith("    "):
+            block = []
+            while i < len(lines) and (lines[i].startswith("    ") or not lines[i].strip()):
+                block.append(lines[i][4:])
+                i += 1
+            while block and not block[-1]:
+                block.pop()
+            out += [".. code-block:: text", ""] + [f"   {b}" if b else "" for b in block] + [""]
+        elif line.lstrip().startswith("|"):
+            rows = []
+            while i < len(lines) and lines[i].lstrip().startswith("|"):
+                rows.append(lines[i])
+                i += 1
+            out += _table(rows)
+        elif line.startswith("- "):
+            while i < len(lines) and lines[i].strip():
+                if lines[i].startswith("- "):
+                    out.append("- " + _inline(lines[i][2:].strip()))
+                else:
+                    out.append("  " + _inline(lines[i].strip()))
+                i += 1
+            out.append("")
+        else:
+            while i < len(lines) and lines[i].strip() and not lines[i].startswith(("#", "- ")):
+                out.append(_inline(lines[i].strip()))
+                i += 1
+            out.append("")
+    return "\n".join(out + front)
+
+
+def _bundle_dir() -> Path:
+    from importlib.resources import files
+
+    return Path(str(files("astro_spt") / "data" / "default_model"))
+
+
+def model_card_rst(bundle_dir=None) -> str:
+    """The shipped model's card (``README.md``) in RST, its first heading at the ``-``
+    level, followed by the ``config.json`` settings and file checksums of the bundle.
+
+    Examples
+    --------
+    >>> text = model_card_rst()
+    >>> "astro_spt estimator" in text and "model.safetensors" in text
+    True
+    """
+    bundle_dir = Path(bundle_dir) if bundle_dir is not None else _bundle_dir()
+    card = (bundle_dir / "README.md").read_text(encoding="utf-8")
+    config = json.loads((bundle_dir / "config.json").read_text(encoding="utf-8"))
+    out = [markdown_to_rst(card, levels="-~^"), "Settings from ``config.json``", "~" * 29, ""]
+    out += [
+        "The network's hyperparameters, the preprocessing settings and the label scaling"
+        " exactly as the bundle stores them (bundle schema version"
+        f" {config['schema_version']}):",
+        "",
+        ".. list-table::",
+        "   :header-rows: 1",
+        "   :widths: 25 75",
+        "",
+        "   * - setting",
+        "     - value",
+    ]
+    rows = [
+        (f"label ``{label['name']}``", ", ".join(f"{k} = {v}" for k, v in label.items()))
+        for label in config["labels"]
+    ]
+    rows += [(f"network ``{k}``", v) for k, v in config["network"]["hparams"].items()]
+    rows += [
+        (f"preprocessing ``{section}``", ", ".join(f"{k} = {v}" for k, v in values.items()))
+        for section, values in config["preprocess_config"].items()
+    ]
+    rows += [(f"Monte Carlo dropout ``{k}``", v) for k, v in config["mc_dropout"].items()]
+    rows += [
+        (f"``{name}``", f"{meta['size']:,} bytes, sha256 ``{meta['sha256']}``")
+        for name, meta in config["files"].items()
+    ]
+    for key, value in rows:
+        out += [f"   * - {key}", f"     - {_inline(str(value))}"]
+    return "\n".join(out) + "\n"
+
+
+def _write_if_changed(path: Path, text: str) -> None:
+    # an unchanged file keeps its time stamp, so Sphinx does not rebuild its pages
+    if not path.exists() or path.read_text(encoding="utf-8") != text:
+        path.write_text(text, encoding="utf-8")
+
+
+def write_generated(folder) -> None:
+    """Write ``flag_table.rst`` and ``model_card.rst`` into ``folder``."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    _write_if_changed(folder / "flag_table.rst", flag_table_rst())
+    _write_if_changed(folder / "model_card.rst", model_card_rst())
