@@ -6,11 +6,26 @@ __all__ = ["AstroSPTError", "AstroSPTWarning", "LAMOSTFormatError"]
 
 
 class AstroSPTWarning(AstropyUserWarning):
-    """Base class of the warnings issued by `astro_spt`."""
+    """Base class of the warnings issued by `astro_spt`.
+
+    Examples
+    --------
+    >>> import warnings
+    >>> from astro_spt.exceptions import AstroSPTWarning
+    >>> with warnings.catch_warnings():
+    ...     warnings.simplefilter("ignore", AstroSPTWarning)  # silence astro_spt only
+    """
 
 
 class AstroSPTError(Exception):
-    """Base class of the errors raised by `astro_spt`."""
+    """Base class of the errors raised by `astro_spt`.
+
+    Examples
+    --------
+    >>> from astro_spt.exceptions import AstroSPTError, HubError, LAMOSTFormatError
+    >>> issubclass(LAMOSTFormatError, AstroSPTError), issubclass(HubError, AstroSPTError)
+    (True, True)
+    """
 
 
 class LAMOSTFormatError(AstroSPTError, ValueError):
@@ -18,6 +33,17 @@ class LAMOSTFormatError(AstroSPTError, ValueError):
 
     The message names the file and the reason: not a LAMOST file, a medium-resolution
     (MRS) file, an unknown layout, or a truncated or corrupt file.
+
+    Examples
+    --------
+    >>> import io
+    >>> from astro_spt.exceptions import LAMOSTFormatError
+    >>> from astro_spt.io import read_lamost_lrs
+    >>> try:
+    ...     read_lamost_lrs(io.BytesIO(b"not a FITS file"))
+    ... except LAMOSTFormatError:
+    ...     print("refused")
+    refused
     """
 
 
