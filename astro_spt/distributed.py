@@ -146,10 +146,9 @@ def _model_ref(model, bundle, digest: str) -> "_ModelRef | None":
 
 @dataclass
 class _Partition:
-    """A task: estimate inputs ``start:stop`` and write them to ``path`` (or return them)."""
+    """A task: estimate ``paths`` and write them to ``path`` (or return them)."""
 
     index: int
-    start: int
     paths: list
     model: object  # a _ModelRef, or the bundle itself when running in this process
     options: dict
@@ -609,6 +608,7 @@ def estimate_files(
                     "first_source": sources[start],
                     "last_source": sources[stop - 1],
                     "n_rows": None,
+                    "seconds": None,
                 }
                 for index, start, stop in partitions
             ],
@@ -626,7 +626,6 @@ def estimate_files(
         tasks = [
             _Partition(
                 index,
-                start,
                 sources[start:stop],
                 reference,
                 options,
@@ -642,7 +641,8 @@ def estimate_files(
 
         def on_done(done: _Done) -> None:
             nonlocal last_write
-            manifest["partitions"][done.index]["n_rows"] = done.n_rows
+            entry = manifest["partitions"][done.index]
+            entry["n_rows"], entry["seconds"] = done.n_rows, round(done.seconds, 3)
             if done.table is not None:
                 tables[done.index] = done.table
             if bar is not None:

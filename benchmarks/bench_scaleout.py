@@ -2,27 +2,30 @@
 
 Prints Markdown tables:
 
-1. throughput (spectra/s) of ``astro_spt.estimate`` in one process, of
-   ``astro_spt.distributed.estimate_files`` on a ``LocalCluster`` of single-threaded
-   worker processes (Parquet partitions written to a temporary folder and read back),
-   and of ``estimate`` on one GPU when CUDA is available; also per CPU second (the
-   CPU time of all processes involved), which a busy shared machine disturbs less than
-   wall-clock time; and whether the cluster's table is bit-for-bit the single-process
-   one;
-2. where one process spends its time: reading files, preprocessing, PCA and the network
-   (Monte Carlo dropout, including drawing the dropout masks, which is also timed on
-   its own), on a sample;
-3. the network's achieved FLOP/s against the machine's measured fp32 matrix-multiply
-   peak; the work per spectrum is the shared part of the network once plus the MLP head
-   T times (``SpectralTransformer.forward_flops`` and the split of ``mc_predict``);
+1. throughput (spectra/s) of ``astro_spt.estimate`` in one process with PyTorch's and
+   BLAS's default threads and with one thread (the work of one Dask worker, without
+   Dask), of ``astro_spt.distributed.estimate_files`` on a ``LocalCluster`` of
+   single-threaded worker processes (Parquet partitions written to a temporary folder
+   and read back), and of ``estimate`` on one GPU when CUDA is available; also per CPU
+   second (the CPU time of all processes involved, which a busy shared machine disturbs
+   less than wall-clock time); and whether the cluster's table is bit-for-bit the
+   single-process one;
+2. where a worker spends its time (one thread): reading files, preprocessing, PCA and
+   the network (Monte Carlo dropout, including drawing the dropout masks, which is also
+   timed on its own), on a sample;
+3. the network's achieved FLOP/s against the measured fp32 matrix-multiply peak of one
+   thread (and of the GPU); the work per spectrum is the shared part of the network once
+   plus the MLP head T times (``SpectralTransformer.forward_flops`` and the split of
+   ``mc_predict``), counted on the padded 64-row blocks the network runs;
 4. the time the 11 million spectra of LAMOST DR9 would take, scaling the measured
-   per-worker rate linearly with the number of workers.
+   per-worker rate linearly with the number of workers, both the wall-clock rate and
+   the rate per CPU second (what a worker would do with a core to itself).
 
 The inputs are the 1,979 real LAMOST DR10 files of ``../shared/data``, repeated to
-``--n-files``; after the first pass they come from the page cache, so "reading" is
-decompressing and parsing, not disk or network I/O. The model is the embedded default
-(or ``--model``); without one, an untrained network of the paper's size stands in (the
-cost does not depend on the weights).
+``--n-files`` and read once before timing, so that they come from the page cache:
+"reading" is decompressing and parsing FITS, not disk or network I/O. The model is the
+embedded default (or ``--model``); without one, an untrained network of the paper's size
+stands in (the cost does not depend on the weights).
 
 Run: ``python benchmarks/bench_scaleout.py [--n-files 4000] [--workers 2]``
 """
@@ -328,19 +331,30 @@ def main():
             f"{compute / 1e9:.2f} | {compute / peak:.1%} |"
         )
     print()
-    print(f"Extrapolation to the {DR9_SPECTRA / 1e6:.0f} million spectra of LAMOST DR9:")
+    print(
+        f"Extrapolation to the {DR9_SPECTRA / 1e6:.0f} million spectra of LAMOST DR9, from "
+        "the wall-clock rate and from the rate per CPU second (each worker on a core of "
+        "its own):"
+    )
     print()
-    print("| setup | spectra/s | hours |")
-    print("|---|---|---|")
-    print(f"| 1 process ({threads} threads) | {n / t_single:,.0f} | {hours(n / t_single):,.1f} |")
+    print("| setup | spectra/s | hours | spectra/s, dedicated cores | hours |")
+    print("|---|---|---|---|---|")
+    wall, cpu = n / t_single, n / cpu_single
+    print(
+        f"| 1 process ({threads} threads) | {wall:,.0f} | {hours(wall):,.1f} | "
+        f"{cpu:,.0f} per CPU s | {hours(cpu):,.1f} |"
+    )
     if not args.skip_cluster:
-        per_worker = n / t_cluster / args.workers
         for workers in (args.workers, 16, 128, 1024):
             measured = " (measured)" if workers == args.workers else ""
-            rate = workers * per_worker
-            print(f"| {workers} workers{measured} | {rate:,.0f} | {hours(rate):,.2f} |")
+            wall = workers * n / t_cluster / args.workers
+            cpu = workers * n / (cpu_workers + cpu_client)
+            print(
+                f"| {workers} workers{measured} | {wall:,.0f} | {hours(wall):,.2f} | "
+                f"{cpu:,.0f} | {hours(cpu):,.2f} |"
+            )
     if gpu:
-        print(f"| 1 process + GPU | {n / t_gpu:,.0f} | {hours(n / t_gpu):,.1f} |")
+        print(f"| 1 process + GPU | {n / t_gpu:,.0f} | {hours(n / t_gpu):,.1f} | | |")
 
 
 if __name__ == "__main__":
