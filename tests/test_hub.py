@@ -253,7 +253,10 @@ def test_defaults_from_astropy_config(hub, cache, trained):
     assert str(cache.resolve()) in model.source
 
 
-def test_no_embedded_model_yet():
+def test_missing_embedded_model_is_a_clear_error(monkeypatch):
+    import astro_spt.hub
+
+    monkeypatch.setattr(astro_spt.hub, "EMBEDDED_MODEL", ("data", "no_such_model"))
     with pytest.raises(ModelNotFoundError, match="No embedded default model is installed") as info:
         load_model()
     assert "load_model('path/to/bundle')" in str(info.value)
