@@ -82,7 +82,7 @@ Consequences:
 - Information reaches this model **only through Teff, log g and [Fe/H]**. Real spectra
   carry more (e.g. the [C/N] mass dependence of red giants); a model trained on real
   LAMOST × asteroseismic spectra can do better, and this one is no substitute for it.
-- The accuracy below is measured on held-out **mock** stars. On real spectra expect worse:
+- The accuracy in this card is measured on held-out **mock** stars. On real spectra expect worse:
   the emulator reproduces held-out real giants to about {emu_rms:.1%} rms of the
   normalised flux, and real spectra have defects the mock noise does not.
 - Estimates outside the training ranges (Teff {teff_lo:.0f}–{teff_hi:.0f} K, log g
