@@ -221,7 +221,9 @@ def estimate(
         so ``estimate(all)`` equals the concatenation of ``estimate(part)`` calls.
     return_samples : bool
         Add the Monte Carlo samples as `~astropy.uncertainty.Distribution` columns
-        ``<label>_samples``.
+        ``<label>_samples``. They are the T dropout passes (calibrated), i.e. the model's
+        own spread; ``<label>_err`` also holds the τ⁻¹ noise floor of SPT paper Eq. 6,
+        so it is wider than the spread of the samples.
     strict : bool
         Raise on the first unreadable or unusable input instead of flagging it.
     progress : bool or None
