@@ -4,12 +4,12 @@ Prints Markdown tables:
 
 1. throughput (spectra/s) of ``astro_spt.estimate`` in one process with PyTorch's and
    BLAS's default threads and with one thread (the work of one Dask worker, without
-   Dask), of ``astro_spt.distributed.estimate_files`` on a ``LocalCluster`` of
-   single-threaded worker processes (Parquet partitions written to a temporary folder
-   and read back), and of ``estimate`` on one GPU when CUDA is available; also per CPU
-   second (the CPU time of all processes involved, which a busy shared machine disturbs
-   less than wall-clock time); and whether the cluster's table is bit-for-bit the
-   single-process one;
+   Dask), of ``astro_spt.distributed.estimate_files`` on a ``LocalCluster`` of one and
+   of ``--workers`` single-threaded worker processes (Parquet partitions written to a
+   temporary folder and read back), and of ``estimate`` on one GPU when CUDA is
+   available; also per CPU second (the CPU time of all processes involved, which a busy
+   shared machine disturbs less than wall-clock time); and whether the cluster's table
+   is bit-for-bit the single-process one;
 2. where a worker spends its time (one thread): reading files, preprocessing, PCA and
    the network (Monte Carlo dropout, including drawing the dropout masks, which is also
    timed on its own), on a sample;
@@ -161,6 +161,36 @@ def same_table(a, b):
     )
 
 
+def run_cluster(n_workers, files, model, partition_size, tmp):
+    """(table, seconds, CPU seconds of workers and client, start-up seconds) on a LocalCluster."""
+    from distributed import Client, LocalCluster
+
+    from astro_spt.distributed import estimate_files
+
+    t0 = time.perf_counter()
+    cluster = LocalCluster(
+        n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=None
+    )
+    client = Client(cluster)
+    # each worker imports astro_spt and loads the model once
+    estimate_files(files[: 2 * n_workers * 16], model, client=client, partition_size=16)
+    startup = time.perf_counter() - t0
+    cpu_before = client.run(time.process_time)
+    table, seconds, cpu_client = timed(
+        estimate_files,
+        files,
+        model,
+        client=client,
+        partition_size=partition_size,
+        output_dir=tmp / f"results-{n_workers}",
+    )
+    cpu_after = client.run(time.process_time)
+    client.close()
+    cluster.close()
+    cpu_workers = sum(cpu_after[w] - cpu_before[w] for w in cpu_after)
+    return table, seconds, cpu_workers + cpu_client, startup
+
+
 def hours(rate):
     return DR9_SPECTRA / rate / 3600
 
@@ -189,7 +219,6 @@ def main():
     parser.add_argument("--skip-cluster", action="store_true")
     args = parser.parse_args()
 
-    from astro_spt.distributed import estimate_files
     from astro_spt.estimation import estimate
     from astro_spt.exceptions import ModelNotFoundError
     from astro_spt.hub import load_model
@@ -215,39 +244,16 @@ def main():
             _, t_one, cpu_one = timed(estimate, files, bundle)
         rows.append(("1 process, 1 thread (one worker's work, no Dask)", t_one, cpu_one, ""))
 
+        clusters = {}
         if not args.skip_cluster:
-            from distributed import Client, LocalCluster
-
-            t0 = time.perf_counter()
-            cluster = LocalCluster(
-                n_workers=args.workers, threads_per_worker=1, processes=True, dashboard_address=None
-            )
-            client = Client(cluster)
-            # each worker imports astro_spt and loads the model once
-            estimate_files(files[: 2 * args.workers * 16], model, client=client, partition_size=16)
-            t_startup = time.perf_counter() - t0
-            cpu_before = client.run(time.process_time)
-            on_cluster, t_cluster, cpu_client = timed(
-                estimate_files,
-                files,
-                model,
-                client=client,
-                partition_size=args.partition_size,
-                output_dir=Path(tmp) / "results",
-                resume=False,
-            )
-            cpu_after = client.run(time.process_time)
-            cpu_workers = sum(cpu_after[w] - cpu_before[w] for w in cpu_after)
-            client.close()
-            cluster.close()
-            rows.append(
-                (
-                    f"LocalCluster, {args.workers} workers × 1 thread, Parquet out",
-                    t_cluster,
-                    cpu_workers + cpu_client,
-                    "yes" if same_table(single, on_cluster) else "NO",
+            for n_workers in sorted({1, args.workers}):
+                clusters[n_workers] = run_cluster(
+                    n_workers, files, model, args.partition_size, Path(tmp)
                 )
-            )
+                on_cluster, seconds, cpu, startup = clusters[n_workers]
+                name = f"LocalCluster, {n_workers} worker{'s' if n_workers > 1 else ''}"
+                same = "yes" if same_table(single, on_cluster) else "NO"
+                rows.append((f"{name} × 1 thread, Parquet out", seconds, cpu, same))
 
         gpu = torch.cuda.is_available()
         if gpu:
@@ -292,13 +298,16 @@ def main():
     for name, seconds, cpu, same in rows:
         print(f"| {name} | {seconds:.1f} | {n / seconds:,.1f} | {n / cpu:,.1f} | {same} |")
     print()
-    if not args.skip_cluster:
-        efficiency = t_one / (args.workers * t_cluster)
-        print(
-            f"Cluster start-up and model loading on the workers: {t_startup:.1f} s (once). "
-            f"Parallel efficiency against {args.workers} × the 1-thread process: "
-            f"{efficiency:.0%}."
-        )
+    if clusters:
+        startup = max(c[3] for c in clusters.values())
+        print(f"Cluster start-up and model loading on the workers: up to {startup:.1f} s (once).")
+        if args.workers > 1:
+            wall = clusters[1][1] / (args.workers * clusters[args.workers][1])
+            cpu = clusters[1][2] / clusters[args.workers][2]
+            print(
+                f"{args.workers} workers against {args.workers} × 1 worker: {wall:.0%} "
+                f"parallel efficiency in wall-clock time, {cpu:.0%} in CPU time per spectrum."
+            )
         print()
     total = sum(stages.values())
     print(
@@ -344,11 +353,12 @@ def main():
         f"| 1 process ({threads} threads) | {wall:,.0f} | {hours(wall):,.1f} | "
         f"{cpu:,.0f} per CPU s | {hours(cpu):,.1f} |"
     )
-    if not args.skip_cluster:
+    if clusters:
+        _, t_cluster, cpu_cluster, _ = clusters[args.workers]
         for workers in (args.workers, 16, 128, 1024):
             measured = " (measured)" if workers == args.workers else ""
             wall = workers * n / t_cluster / args.workers
-            cpu = workers * n / (cpu_workers + cpu_client)
+            cpu = workers * n / cpu_cluster
             print(
                 f"| {workers} workers{measured} | {wall:,.0f} | {hours(wall):,.2f} | "
                 f"{cpu:,.0f} | {hours(cpu):,.2f} |"
