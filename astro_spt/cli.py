@@ -62,6 +62,16 @@ def _add_hub_options(parser: argparse.ArgumentParser, *, offline: bool) -> None:
         )
 
 
+def _hub_options(args: argparse.Namespace) -> dict:
+    """The keyword arguments of `~astro_spt.load_model` given by `_add_hub_options`."""
+    return {
+        "revision": args.revision,
+        "cache_dir": args.cache_dir,
+        "endpoint": args.endpoint,
+        "local_files_only": True if getattr(args, "offline", False) else None,
+    }
+
+
 # -- download ------------------------------------------------------------------------
 
 
@@ -133,13 +143,7 @@ def run_info(args: argparse.Namespace) -> int:
     from .hub import resolve_model
     from .model_card import format_summary
 
-    path = resolve_model(
-        args.model,
-        revision=args.revision,
-        cache_dir=args.cache_dir,
-        endpoint=args.endpoint,
-        local_files_only=True if args.offline else None,
-    )
+    path = resolve_model(args.model, **_hub_options(args))
     config = read_bundle_config(path)
     problems = find_corrupt_files(path, config)
     if problems:
@@ -243,13 +247,7 @@ def run_estimate(args: argparse.Namespace) -> int:
         _table_format(args.output)  # fail before the work, not after it
         if os.path.exists(args.output) and not args.overwrite:
             raise ValueError(f"{args.output} exists; pass --overwrite to replace it")
-    model = load_model(
-        args.model,
-        revision=args.revision,
-        cache_dir=args.cache_dir,
-        endpoint=args.endpoint,
-        local_files_only=True if args.offline else None,
-    )
+    model = load_model(args.model, **_hub_options(args))
     table = estimate(
         args.files,
         model,
@@ -446,13 +444,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from .metrics import metrics_table
     from .plots import evaluation_figures, save_figures
 
-    model = load_model(
-        args.model,
-        revision=args.revision,
-        cache_dir=args.cache_dir,
-        endpoint=args.endpoint,
-        local_files_only=True if args.offline else None,
-    )
+    model = load_model(args.model, **_hub_options(args))
     names, units = model.label_names, model.label_units
     sources, labels = _matched_labels(
         args.spectra, args.labels, {n: (u or None) for n, u in zip(names, units, strict=True)}
