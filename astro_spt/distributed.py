@@ -503,7 +503,9 @@ def estimate_files(
     Returns
     -------
     `~astropy.table.QTable` or None
-        One row per input file, in input order, as `~astro_spt.estimate` returns.
+        One row per input file, in input order, as `~astro_spt.estimate` returns. The
+        Monte Carlo samples (``return_samples``) are not offered: for a survey they
+        would be T times the size of the table. Redshifts come from the files.
 
     Raises
     ------
@@ -678,11 +680,11 @@ def estimate_files(
         ) from failures[first]
     if not collect:
         return None
-    table = (
-        read_results(out) if out is not None else _assemble([tables[i] for i, _, _ in partitions])
-    )
-    # no inputs: estimate() makes the empty table with the model's columns
-    return estimate([], bundle, **options) if not partitions else table
+    if not partitions:  # no inputs: estimate() makes the empty table with the model's columns
+        return estimate([], bundle, **options)
+    if out is not None:
+        return read_results(out)
+    return _assemble([tables[index] for index, _, _ in partitions])
 
 
 def _assemble(parts):
