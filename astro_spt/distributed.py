@@ -127,17 +127,25 @@ def _worker_bundle(ref: "_ModelRef"):
 
 def _model_ref(model, bundle, digest: str) -> "_ModelRef | None":
     """What workers load, or None if ``bundle`` exists only in this process's memory."""
-    from .bundle import EstimatorBundle
-
-    if model is None and bundle.revision is None:
-        return _ModelRef(None, None, digest)
     if bundle.revision is not None:  # a hub repository, pinned to the commit loaded here
         return _ModelRef(bundle.name, bundle.revision, digest)
-    if not isinstance(model, EstimatorBundle) or (
-        bundle.source is not None and Path(bundle.source).is_dir()
-    ):
+    if model is None or _is_embedded(bundle):
+        # by name, not path: the package may sit elsewhere on the workers
+        return _ModelRef(None, None, digest)
+    if bundle.source is not None and Path(bundle.source).is_dir():
         return _ModelRef(os.path.abspath(bundle.source), None, digest)
     return None
+
+
+def _is_embedded(bundle) -> bool:
+    from .exceptions import ModelNotFoundError
+    from .hub import _embedded_model_path
+
+    try:
+        embedded = _embedded_model_path().resolve()
+    except ModelNotFoundError:
+        return False
+    return bundle.source is not None and Path(bundle.source).resolve() == embedded
 
 
 # ---------------------------------------------------------------------------------------

@@ -220,6 +220,13 @@ def test_bad_arguments(lamost_files, model_dir):
     assert len(estimate_files([], model_dir)) == 0
 
 
+def test_worker_refuses_a_different_model(model_dir):
+    from astro_spt.distributed import _ModelRef, _worker_bundle
+
+    with pytest.raises(AstroSPTError, match="differs from the one the client loaded"):
+        _worker_bundle(_ModelRef(model_dir, None, digest="not this model"))
+
+
 # -- on a 2-worker LocalCluster ---------------------------------------------------------
 
 
