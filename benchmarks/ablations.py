@@ -194,13 +194,12 @@ def render(records, fmt):
     ]
     t["1σ cov. (%)"] = [100 * np.mean(r.get("coverage_1sigma", nan3)) for r in records.values()]
     t["2σ cov. (%)"] = [100 * np.mean(r.get("coverage_2sigma", nan3)) for r in records.values()]
-    t["epochs"] = [r.get("epochs", -1) for r in records.values()]
+    t["epochs"] = [float(r.get("epochs", np.nan)) for r in records.values()]
     t["fit (s)"] = [r["seconds"] for r in records.values()]
-    formats = {"score": ".4f", "teff Δ": ".1f", "logg Δ": ".4f", "feh Δ": ".4f", "fit (s)": ".0f"}
+    formats = {"score": ".4f", "logg Δ": ".4f", "feh Δ": ".4f", "epochs": ".0f", "fit (s)": ".0f"}
     for name in t.colnames[1:]:
         if t[name].dtype.kind == "f":
             t[name].format = formats.get(name, ".2f" if "ΔP" in name else ".1f")
-    t["epochs"].format = "d"
     return format_table(t, fmt)
 
 
