@@ -125,7 +125,7 @@ def run_variant(result, labels, scale, overrides, seed):
     seconds = time.perf_counter() - start
     metrics = history.test_metrics
     sel = history.split["test"]
-    y = np.stack([np.asarray(getattr(labels[n], "value", labels[n])) for n in rl.LABELS], 1)
+    y = rl.label_array(labels)
     raw, _ = rl.predict(bundle, bundle.features(result.flux[sel]), seed, calibrated=False)
     before = metrics_table(y[sel], raw.mean, raw.std, names=list(rl.LABELS))
     return {
@@ -148,7 +148,7 @@ def run_inner_baselines(result, labels, scale, seed, jobs):
     from astro_spt.pca import PCABasis
 
     config = rl.spt_config(seed, test_fraction=0.2, val_fraction=0.1, **REFERENCE)
-    y = np.stack([np.asarray(getattr(labels[n], "value", labels[n])) for n in rl.LABELS], 1)
+    y = rl.label_array(labels)
     inner = rl.benchmark_split(result, y, config)
     fit = np.concatenate([inner["train"], inner["validation"]])
     pca = PCABasis.fit(result.flux[fit], n_components=config.n_components)
@@ -234,7 +234,7 @@ def main():
 
     table, paths = rl.load_sample(args.data)
     labels = rl.label_table(table)
-    y = np.stack([np.asarray(getattr(labels[n], "value", labels[n])) for n in rl.LABELS], 1)
+    y = rl.label_array(labels)
     cache = {}
 
     def preprocessed(changes):
