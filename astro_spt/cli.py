@@ -367,6 +367,7 @@ def run_train(args: argparse.Namespace) -> int:
 
     from astropy.table import Table
 
+    from .estimation import _stderr_is_terminal
     from .training import EstimatorConfig, train
 
     labels_units = _parse_pairs(args.label, "--label")
@@ -474,10 +475,6 @@ def run_evaluate(args: argparse.Namespace) -> int:
     print(f"wrote metrics and {len(written)} figures to {args.output}", file=sys.stderr)
     print(flag_summary(table), file=sys.stderr)
     return EXIT_OK
-
-
-def _stderr_is_terminal() -> bool:
-    return hasattr(sys.stderr, "isatty") and sys.stderr.isatty()
 
 
 SUBCOMMANDS = (
