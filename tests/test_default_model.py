@@ -11,8 +11,9 @@ import pytest
 import astro_spt
 from astro_spt import flags
 from astro_spt.hub import EMBEDDED_MODEL
+from astro_spt.io import example_files
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "data"
+EXAMPLES = example_files()[0].parent
 GIANTS = ["023", "080", "214"]  # LASP: Teff 4,800-5,000 K, log g 2.7-3.2
 DWARF = "160"  # LASP log g 4.5
 
@@ -89,7 +90,7 @@ def test_real_dr10_giants(shared_data, default_model):
 
 
 def test_readme_command_runs(tmp_path):
-    files = sorted(str(p) for p in EXAMPLES.glob("*.fits.gz"))
+    files = [str(p) for p in example_files()]
     out = subprocess.run(
         [sys.executable, "-m", "astro_spt.cli", "estimate", *files, "--no-progress"],
         capture_output=True,
