@@ -71,6 +71,9 @@ MIGLIO2021_FILE = "kepler_apogee_miglio2021.fit"
 
 _LOGG_LABEL = "log10(g / cm s-2)"
 
+# pytest-doctestplus: the example of read_apokasc2 writes an HDF5 file.
+__doctest_requires__ = {("read_apokasc2",): ["h5py"]}
+
 # Template continua come from giants with clean spectra: at S/N < 20 the noise of the
 # 50 Å running mean and of the ivar pattern shows in the mock spectra.
 _TEMPLATE_MIN_SNR = 20.0
@@ -154,6 +157,45 @@ def read_apokasc2(path) -> QTable:
         ``kic``, ``mass``, ``mass_err`` [solMass], ``age``, ``age_err`` [Gyr],
         ``radius``, ``radius_err`` [solRad], ``numax``, ``numax_err``, ``deltanu`` [µHz],
         ``evstate`` (1 red-giant branch, 2 core-helium burning, -1 unknown).
+
+    Examples
+    --------
+    The real file, in the project's ``shared/data/catalogs``:
+
+    >>> from astro_spt.mock import read_apokasc2
+    >>> apokasc = read_apokasc2("shared/data/catalogs/APOKASC2_astroNN_ages.h5")  # doctest: +SKIP
+    >>> len(apokasc)  # doctest: +SKIP
+    6355
+
+    The datasets it reads, in a two-star file written with h5py (the real file holds
+    more, which are ignored):
+
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> import h5py
+    >>> columns = {
+    ...     "KIC": [1027337, 1160789],
+    ...     "Mass": [1.227, 0.875],
+    ...     "Mass_err": [0.090, 0.147],
+    ...     "Age": [6.28, 7.74],
+    ...     "Age_err": [1.61, 2.78],
+    ...     "R": [7.544, 10.86],
+    ...     "R_err": [0.243, 0.817],
+    ...     "Numax": [73.975, 25.209],
+    ...     "Numax_err": [0.009, 0.015],
+    ...     "Deltanu": [6.991, 3.545],
+    ...     "ES": [1, 2],
+    ... }
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     path = Path(tmp) / "APOKASC2_astroNN_ages.h5"
+    ...     with h5py.File(path, "w") as f:
+    ...         for name, values in columns.items():
+    ...             f[name] = values
+    ...     apokasc = read_apokasc2(path)
+    >>> apokasc["kic"].tolist(), apokasc["evstate"].tolist()
+    ([1027337, 1160789], [1, 2])
+    >>> apokasc["mass"], apokasc["age"]
+    (<Quantity [1.227, 0.875] solMass>, <Quantity [6.28, 7.74] Gyr>)
     """
     try:
         import h5py
@@ -192,6 +234,45 @@ def read_miglio2021(path) -> QTable:
         [Fe/H] and [α/M], dex), ``mass`` [solMass], ``age`` [Gyr; NaN where the table
         gives none], ``radius`` [solRad], ``evstate`` (1 red-giant branch, 2
         core-helium burning).
+
+    Examples
+    --------
+    The real table, in the project's ``shared/data/catalogs``:
+
+    >>> from astro_spt.mock import read_miglio2021
+    >>> path = "shared/data/catalogs/kepler_apogee_miglio2021.fit"
+    >>> miglio = read_miglio2021(path)  # doctest: +SKIP
+    >>> len(miglio)  # doctest: +SKIP
+    3315
+
+    The VizieR columns it reads, in a two-star FITS table whose second age is missing
+    (masked):
+
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> import numpy as np
+    >>> from astropy.table import Table
+    >>> vizier = Table(
+    ...     {
+    ...         "KIC": [1569842, 1726291],
+    ...         "APOGEE": ["2M19222920+3710285", "2M19300513+3717470"],
+    ...         "RAdeg": [290.6217, 292.5214],
+    ...         "DEdeg": [37.1746, 37.2964],
+    ...         "__Fe_H_": [-0.12, 0.05],
+    ...         "__alpha_M_": [0.03, 0.01],
+    ...         "Mass": [1.00, 0.98],
+    ...         "Age": np.ma.masked_array([9.8, 0.0], mask=[False, True]),
+    ...         "Rad": [4.98, 4.68],
+    ...         "evstate": [1, 2],
+    ...     }
+    ... )
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     vizier.write(Path(tmp) / "miglio2021.fits")
+    ...     miglio = read_miglio2021(Path(tmp) / "miglio2021.fits")
+    >>> miglio["apogee_id"].tolist(), miglio["feh"].tolist()
+    (['2M19222920+3710285', '2M19300513+3717470'], [-0.12, 0.05])
+    >>> miglio["age"]
+    <Quantity [9.8, nan] Gyr>
     """
     raw = Table.read(path)
     table = QTable()
@@ -258,6 +339,57 @@ def mock_catalog(
     ------
     ValueError
         If neither ``catalog_dir`` nor both catalogues are given.
+
+    Examples
+    --------
+    The mock sample's catalogue, from the real files:
+
+    >>> from astro_spt.mock import mock_catalog
+    >>> catalog = mock_catalog("shared/data/catalogs")  # doctest: +SKIP
+    >>> catalog.meta["n_apokasc2"], catalog.meta["n_miglio2021"], len(catalog)  # doctest: +SKIP
+    (6355, 3315, 3305)
+
+    The match, on two small catalogues given as tables with the columns that
+    `read_apokasc2` and `read_miglio2021` return (KIC 1160789 is in both):
+
+    >>> import astropy.units as u
+    >>> from astropy.table import QTable
+    >>> apokasc = QTable(
+    ...     {
+    ...         "kic": [1027337, 1160789],
+    ...         "mass": [1.227, 0.875] * u.solMass,
+    ...         "mass_err": [0.090, 0.147] * u.solMass,
+    ...         "age": [6.28, 7.74] * u.Gyr,
+    ...         "age_err": [1.61, 2.78] * u.Gyr,
+    ...         "radius": [7.544, 10.86] * u.solRad,
+    ...         "numax": [73.975, 25.209] * u.uHz,
+    ...     }
+    ... )
+    >>> miglio = QTable(
+    ...     {
+    ...         "kic": [1160789, 1569842],
+    ...         "apogee_id": ["2M19233280+3652207", "2M19222920+3710285"],
+    ...         "ra": [290.8867, 290.6217] * u.deg,
+    ...         "dec": [36.8724, 37.1746] * u.deg,
+    ...         "feh": [-0.28, -0.12],
+    ...         "alpha_m": [0.05, 0.03],
+    ...         "mass": [0.91, 1.00] * u.solMass,
+    ...         "age": [7.1, 9.8] * u.Gyr,
+    ...         "evstate": [2, 1],
+    ...     }
+    ... )
+    >>> catalog = mock_catalog(apokasc2=apokasc, miglio2021=miglio)
+    >>> catalog["kic"].tolist(), catalog.meta["n_matched"]
+    ([1160789], 1)
+
+    Mass and age from APOKASC-2, [Fe/H] from Miglio et al., Teff and logg from the
+    scaling relations:
+
+    >>> star = catalog[0]
+    >>> star["mass"], star["age"], float(star["feh"])
+    (<Quantity 0.875 solMass>, <Quantity 7.74 Gyr>, -0.28)
+    >>> round(float(star["teff"].to_value(u.K))), round(float(star["logg"]), 3)
+    (4773, 2.308)
     """
     if apokasc2 is None or miglio2021 is None:
         if catalog_dir is None:
@@ -328,6 +460,46 @@ def read_labelled_lamost(data_dir, *, teff_max: float | None = None, giants_only
         the DR10 folder's giant-candidate rule, applied to DR1 too).
     spectra : list of `~specutils.Spectrum`
         The spectra, read with `astro_spt.io.read_lamost_lrs`.
+
+    Examples
+    --------
+    The giants of the project's data folder:
+
+    >>> from astro_spt.mock import read_labelled_lamost
+    >>> labels, spectra = read_labelled_lamost("shared/data", giants_only=True)  # doctest: +SKIP
+    >>> len(spectra), sorted(set(labels["release"]))  # doctest: +SKIP
+    (190, ['DR1', 'DR10'])
+
+    The layout it expects, in a folder holding two of the package's example DR1
+    spectra (a giant and a dwarf) and an empty DR10 label file. The label files
+    give the columns below (DR1's ``rv`` in km/s, DR10's redshift ``z``):
+
+    >>> import shutil
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from astro_spt.io import example_files
+    >>> giant, dwarf = example_files()[0], example_files()[2]
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> root = Path(tmp.name) / "lamost-lrs"
+    >>> for release in ("dr10", "dr1"):
+    ...     (root / release / "spectra").mkdir(parents=True)
+    >>> _ = (root / "dr10" / "labels.csv").write_text("file,obsid,teff,logg,feh,z,snrg\\n")
+    >>> _ = (root / "dr1" / "labels.csv").write_text(
+    ...     "filename,obsid,teff,logg,feh,rv,snrg\\n"
+    ...     f"{giant.name},906023,4915.72,2.91,-0.398,13.33,17.07\\n"
+    ...     f"{dwarf.name},906160,4658.38,4.516,-0.021,15.37,9.92\\n"
+    ... )
+    >>> for path in (giant, dwarf):
+    ...     _ = shutil.copy(path, root / "dr1" / "spectra")
+    >>> labels, spectra = read_labelled_lamost(tmp.name)
+    >>> labels["obsid"].tolist(), labels["giant"].tolist()
+    ([906023, 906160], [True, False])
+    >>> labels["teff"].unit, spectra[0].flux.shape
+    (Unit("K"), (3904,))
+    >>> labels, spectra = read_labelled_lamost(tmp.name, giants_only=True)
+    >>> labels["obsid"].tolist()
+    [906023]
+    >>> tmp.cleanup()
     """
     from .io.lamost import read_lamost_lrs
 
@@ -372,7 +544,42 @@ def _spectrum_arrays(spectrum):
 
 
 def spectra_arrays(spectra) -> tuple[list, list, list]:
-    """Wavelengths, fluxes and ivars (0 where masked) of spectra, for `normalize_spectra`."""
+    """Wavelengths, fluxes and ivars (0 where masked) of spectra, for `normalize_spectra`.
+
+    Parameters
+    ----------
+    spectra : sequence of `~specutils.Spectrum`
+        With an `~astropy.nddata.InverseVariance` uncertainty, as
+        `astro_spt.io.read_lamost_lrs` returns them.
+
+    Returns
+    -------
+    wavelengths, fluxes, ivars : list of `~numpy.ndarray`
+        One float64 array per spectrum: wavelength in Å, flux, and inverse variance
+        set to 0 at masked pixels.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from astro_spt.emulator import normalize_spectra
+    >>> from astro_spt.io import example_files, read_lamost_lrs
+    >>> from astro_spt.mock import spectra_arrays
+    >>> spectra = [read_lamost_lrs(path) for path in example_files()]
+    >>> wavelengths, fluxes, ivars = spectra_arrays(spectra)
+    >>> len(fluxes), fluxes[0].shape
+    (6, (3904,))
+    >>> round(float(wavelengths[0][0]), 2), round(float(wavelengths[0][-1]), 2)  # Å
+    (3699.99, 9088.66)
+    >>> bool(np.all(ivars[0][spectra[0].mask] == 0))
+    True
+
+    The three lists are what `normalize_spectra` takes:
+
+    >>> redshifts = [spectrum.meta["redshift"] for spectrum in spectra]
+    >>> flux, ivar = normalize_spectra(wavelengths, fluxes, ivars, redshifts)
+    >>> flux.shape
+    (6, 3909)
+    """
     arrays = [_spectrum_arrays(s) for s in spectra]
     return [a[0] for a in arrays], [a[1] for a in arrays], [a[2] for a in arrays]
 
@@ -389,6 +596,21 @@ def template_continuum(template, sigma_aa: float = 50.0) -> np.ndarray:
     Returns
     -------
     `~numpy.ndarray`, shape (n_pixels,)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from astro_spt.io import example_files, read_lamost_lrs
+    >>> from astro_spt.mock import template_continuum
+    >>> template = read_lamost_lrs(example_files()[4])  # a red giant, S/N 30 in g
+    >>> continuum = template_continuum(template)
+    >>> continuum.shape, bool(np.all(continuum > 0))
+    ((3904,), True)
+
+    The flux divided by it scatters about 1:
+
+    >>> round(float(np.median(template.flux.value / continuum)), 2)
+    1.0
     """
     wavelength, flux, ivar = _spectrum_arrays(template)
     continuum = pseudo_continuum(wavelength, flux, ivar, sigma_aa)
@@ -443,6 +665,41 @@ def simulate_spectrum(
         ``normalization`` (flux over the template's LAMOST pipeline continuum, 1 where
         the template's is 1), and ``snr`` (the five band S/N values u, g, r, i, z:
         the template's, scaled).
+
+    Examples
+    --------
+    A linear emulator fitted to the five giants among the package's example spectra
+    (with their LASP labels), and one of them as the template:
+
+    >>> import numpy as np
+    >>> from astro_spt.emulator import LAMOSTEmulator, lamost_log_grid, normalize_spectra
+    >>> from astro_spt.io import example_files, read_lamost_lrs
+    >>> from astro_spt.mock import simulate_spectrum, spectra_arrays
+    >>> giants = [read_lamost_lrs(path) for path in example_files() if "-160." not in path.name]
+    >>> labels = [  # Teff, logg, [Fe/H]
+    ...     [4916, 2.91, -0.40], [5014, 3.18, -0.23], [4748, 2.03, -1.62],
+    ...     [4813, 2.67, -0.39], [4876, 3.62, 0.18],
+    ... ]
+    >>> redshifts = [giant.meta["redshift"] for giant in giants]
+    >>> flux, ivar = normalize_spectra(*spectra_arrays(giants), redshifts)
+    >>> emulator = LAMOSTEmulator(order=1).fit(lamost_log_grid(), flux, ivar, labels)
+    >>> template = giants[3]
+    >>> template.meta["snr"]["g"]
+    30.18
+
+    The spectrum of a star with Teff = 4,850 K, logg = 2.6 and [Fe/H] = -0.2 at twice
+    the template's S/N:
+
+    >>> normalized = emulator.predict([4850.0, 2.6, -0.2])
+    >>> rng = np.random.default_rng(42)
+    >>> arrays = simulate_spectrum(emulator, normalized, template, 60.36, 1e-4, rng)
+    >>> sorted(arrays)
+    ['andmask', 'flux', 'ivar', 'normalization', 'ormask', 'snr', 'wavelength']
+    >>> arrays["flux"].shape, [round(float(snr), 2) for snr in arrays["snr"]]
+    ((3904,), [3.02, 60.36, 135.82, 198.0, 182.86])
+    >>> good = arrays["ivar"] > 0
+    >>> bool(np.allclose(arrays["ivar"][good], 4 * template.uncertainty.array[good]))
+    True
     """
     wavelength, template_flux, template_ivar = _spectrum_arrays(template)
     if continuum is None:
@@ -504,6 +761,36 @@ def write_lamost_coadd(path, arrays: dict, header: fits.Header, *, compresslevel
     Returns
     -------
     `~pathlib.Path`
+
+    Examples
+    --------
+    One of the package's example DR1 spectra, rewritten in the DR10 layout and read
+    back by `specutils.Spectrum.read` (importing `astro_spt` registers the readers):
+
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> import numpy as np
+    >>> from specutils import Spectrum
+    >>> from astro_spt.io import example_files, read_lamost_lrs
+    >>> from astro_spt.mock import write_lamost_coadd
+    >>> spectrum = read_lamost_lrs(example_files()[4])
+    >>> arrays = {
+    ...     "wavelength": spectrum.spectral_axis.to_value("AA"),
+    ...     "flux": spectrum.flux.value,
+    ...     "ivar": spectrum.uncertainty.array,
+    ...     "andmask": spectrum.meta["andmask"],
+    ...     "ormask": spectrum.meta["ormask"],
+    ...     "normalization": np.ones(spectrum.flux.size),
+    ... }
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     path = write_lamost_coadd(Path(tmp) / "copy.fits.gz", arrays, spectrum.meta["header"])
+    ...     again = write_lamost_coadd(Path(tmp) / "again.fits.gz", arrays, spectrum.meta["header"])
+    ...     same_bytes = path.read_bytes() == again.read_bytes()
+    ...     copy = Spectrum.read(path)
+    >>> path.name, same_bytes, copy.meta["layout"]
+    ('copy.fits.gz', True, 'coadd-table')
+    >>> bool(np.allclose(copy.flux.value, spectrum.flux.value, rtol=1e-6))
+    True
     """
     path = Path(path)
     n = np.asarray(arrays["flux"]).size
@@ -637,6 +924,58 @@ def write_mock_spectra(
     `~astropy.table.QTable`
         A copy of ``catalog`` with ``file`` (name inside ``directory``), ``snrg``,
         ``redshift`` and ``template`` (the template's file name) added.
+
+    Examples
+    --------
+    A linear emulator fitted to the five giants among the package's example spectra,
+    which also serve as templates (with their LASP Teff):
+
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> import astropy.units as u
+    >>> from astropy.table import QTable
+    >>> from specutils import Spectrum
+    >>> from astro_spt.emulator import LAMOSTEmulator, lamost_log_grid, normalize_spectra
+    >>> from astro_spt.io import example_files, read_lamost_lrs
+    >>> from astro_spt.mock import spectra_arrays, write_mock_spectra
+    >>> giants = [read_lamost_lrs(path) for path in example_files() if "-160." not in path.name]
+    >>> labels = [  # Teff, logg, [Fe/H]
+    ...     [4916, 2.91, -0.40], [5014, 3.18, -0.23], [4748, 2.03, -1.62],
+    ...     [4813, 2.67, -0.39], [4876, 3.62, 0.18],
+    ... ]
+    >>> redshifts = [giant.meta["redshift"] for giant in giants]
+    >>> flux, ivar = normalize_spectra(*spectra_arrays(giants), redshifts)
+    >>> emulator = LAMOSTEmulator(order=1).fit(lamost_log_grid(), flux, ivar, labels)
+    >>> for giant, label in zip(giants, labels):
+    ...     giant.meta["teff"] = label[0]
+
+    Two stars of a `mock_catalog`-like table, written with S/N and redshifts drawn from
+    the templates' own:
+
+    >>> catalog = QTable(
+    ...     {
+    ...         "kic": [1160789, 1569842],
+    ...         "ra": [290.8867, 290.6217] * u.deg,
+    ...         "dec": [36.8724, 37.1746] * u.deg,
+    ...         "teff": [4773.0, 4650.0] * u.K,
+    ...         "logg": [2.31, 3.07],
+    ...         "feh": [-0.28, -0.12],
+    ...         "mass": [0.875, 1.00] * u.solMass,
+    ...         "age": [7.74, 9.8] * u.Gyr,
+    ...     }
+    ... )
+    >>> snr_pool = [giant.meta["snr"]["g"] for giant in giants]
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     written = write_mock_spectra(
+    ...         catalog, emulator, giants, snr_pool, redshifts, tmp, seed=1
+    ...     )
+    ...     mock = Spectrum.read(Path(tmp) / written["file"][0])
+    >>> written["file"].tolist()
+    ['mock-kic1160789.fits.gz', 'mock-kic1569842.fits.gz']
+    >>> written.colnames[-4:]
+    ['file', 'snrg', 'redshift', 'template']
+    >>> mock.meta["obsid"], mock.meta["data_release"], mock.meta["header"]["MOCKTEFF"]
+    (1160789, 'DR10 MOCK', 4773.0)
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -708,6 +1047,43 @@ def select_templates(labels: QTable, spectra: Sequence) -> list:
     Returns
     -------
     list of `~specutils.Spectrum`
+
+    Examples
+    --------
+    With the real spectra:
+
+    >>> from astro_spt.mock import read_labelled_lamost, select_templates
+    >>> labels, spectra = read_labelled_lamost("shared/data", giants_only=True)  # doctest: +SKIP
+    >>> len(select_templates(labels, spectra))  # doctest: +SKIP
+    144
+
+    The criteria, on four small spectra: a clean giant, a giant with 20 % of its
+    pixels masked, a giant at S/N 10 and a clean dwarf. Only the first qualifies:
+
+    >>> import numpy as np
+    >>> import astropy.units as u
+    >>> from astropy.nddata import InverseVariance
+    >>> from astropy.table import QTable
+    >>> from specutils import Spectrum
+    >>> def spectrum(snr_g, n_masked):
+    ...     return Spectrum(
+    ...         flux=np.ones(100) * u.one,
+    ...         spectral_axis=np.linspace(4000.0, 5000.0, 100) * u.AA,
+    ...         uncertainty=InverseVariance(np.full(100, snr_g**2)),
+    ...         mask=np.arange(100) < n_masked,
+    ...         meta={"snr": {"g": snr_g}},
+    ...     )
+    >>> spectra = [spectrum(40.0, 0), spectrum(40.0, 20), spectrum(10.0, 0), spectrum(60.0, 0)]
+    >>> labels = QTable(
+    ...     {
+    ...         "teff": [4800.0, 4700.0, 4900.0, 5800.0] * u.K,
+    ...         "snrg": [40.0, 40.0, 10.0, 60.0],
+    ...         "giant": [True, True, True, False],
+    ...     }
+    ... )
+    >>> templates = select_templates(labels, spectra)
+    >>> len(templates), templates[0] is spectra[0], templates[0].meta["teff"]
+    (1, True, 4800.0)
     """
     templates = []
     for row, spectrum in zip(labels, spectra, strict=True):
@@ -749,6 +1125,32 @@ class MockSample:
         Seconds per step.
     paths : dict of `~pathlib.Path`
         Files written: ``emulator``, ``catalog``, ``residuals``, ``spectra`` (folder).
+
+    Examples
+    --------
+    `build_mock_sample` returns one (about half a minute on the project's data):
+
+    >>> from astro_spt.mock import MockSample, build_mock_sample
+    >>> sample = build_mock_sample("shared/data", "mock", limit=3)  # doctest: +SKIP
+    >>> sample.emulator  # doctest: +SKIP
+    <LAMOSTEmulator order=2 labels=['teff', 'logg', 'feh'] (3909 pixels)>
+    >>> len(sample.catalog), len(sample.residuals), sorted(sample.paths)  # doctest: +SKIP
+    (3, 1263, ['catalog', 'emulator', 'residuals', 'spectra'])
+
+    A plain dataclass, which can also be made by hand:
+
+    >>> from astropy.table import QTable
+    >>> from astro_spt.emulator import LAMOSTEmulator
+    >>> sample = MockSample(
+    ...     emulator=LAMOSTEmulator(),
+    ...     catalog=QTable({"kic": [1160789, 1569842]}),
+    ...     residuals=QTable(),
+    ...     summary=QTable(),
+    ... )
+    >>> sample.emulator
+    <LAMOSTEmulator order=2 labels=['teff', 'logg', 'feh'] (unfitted)>
+    >>> len(sample.catalog), sample.timings, sample.paths
+    (2, {}, {})
     """
 
     emulator: LAMOSTEmulator
@@ -777,6 +1179,33 @@ def summarize_residuals(residuals: QTable) -> QTable:
         χ²/pixel against noise and intrinsic scatter, the median of
         ``|residual| / σ`` (0.674 for residuals that are pure Gaussian noise) and the
         median rms residual in normalised flux.
+
+    Examples
+    --------
+    Four spectra's statistics (as `~astro_spt.emulator.LAMOSTEmulator.residual_statistics`
+    gives them): three giants, one of them held out, and a dwarf:
+
+    >>> from astropy.table import QTable
+    >>> from astro_spt.mock import summarize_residuals
+    >>> residuals = QTable(
+    ...     {
+    ...         "set": ["train", "train", "holdout", "train"],
+    ...         "giant": [True, True, True, False],
+    ...         "snrg": [30.0, 80.0, 60.0, 40.0],
+    ...         "chi2_per_pixel": [1.2, 2.0, 1.5, 1.1],
+    ...         "chi2_per_pixel_scatter": [1.0, 1.1, 1.2, 1.0],
+    ...         "median_abs_z": [0.70, 0.80, 0.75, 0.68],
+    ...         "rms_residual": [0.040, 0.020, 0.030, 0.030],
+    ...     }
+    ... )
+    >>> summary = summarize_residuals(residuals)
+    >>> for row in summary:
+    ...     print(row["group"], row["n"], round(row["chi2_median"], 2))
+    holdout giants 1 1.5
+    train giants 2 1.6
+    holdout giants S/N>=50 1 1.5
+    train giants S/N>=50 1 2.0
+    train other 1 1.1
     """
     holdout = (residuals["set"] == "holdout") & residuals["giant"]
     train = (residuals["set"] == "train") & residuals["giant"]
@@ -861,6 +1290,33 @@ def build_mock_sample(
     Returns
     -------
     `MockSample`
+
+    Examples
+    --------
+    It needs the project's ``shared/data`` folder and takes about half a minute
+    (reading 1,263 spectra and fitting the emulator), so it is not run here. With
+    ``limit=3``, spectra are written for the first three stars of the catalogue only:
+
+    >>> from astro_spt.mock import DEFAULT_SEED, build_mock_sample
+    >>> DEFAULT_SEED
+    240104900
+    >>> sample = build_mock_sample("shared/data", "mock", limit=3)  # doctest: +SKIP
+    >>> sample.catalog.meta["n_matched"], len(sample.catalog)  # doctest: +SKIP
+    (3305, 3)
+    >>> sample.catalog["file"].tolist()  # doctest: +SKIP
+    ['mock-kic1027337.fits.gz', 'mock-kic1161447.fits.gz', 'mock-kic1163621.fits.gz']
+    >>> sample.paths["catalog"].name, sample.paths["emulator"].name  # doctest: +SKIP
+    ('mock_catalog.ecsv', 'lamost_emulator.npz')
+
+    The emulator's residuals on the real spectra, per group (``sample.summary``):
+
+    >>> for row in sample.summary:  # doctest: +SKIP
+    ...     print(row["group"], row["n"], round(row["median_abs_z"], 2))
+    holdout giants 38 0.76
+    train giants 152 0.76
+    holdout giants S/N>=50 20 1.03
+    train giants S/N>=50 77 0.94
+    train other 1073 0.67
     """
     log = log or (lambda message: None)
     data_dir, output_dir = Path(data_dir), Path(output_dir)
