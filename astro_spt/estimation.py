@@ -246,9 +246,34 @@ def estimate(
 
     Examples
     --------
+    Ages and masses of the six example LAMOST spectra (five giants and a K dwarf) with
+    the embedded default model (a list of paths, ``example_files()``, or the folder
+    would do as well):
+
+    >>> import os
+    >>> import numpy as np
     >>> import astro_spt
-    >>> table = astro_spt.estimate("spec-*.fits.gz")  # doctest: +SKIP
-    >>> table["age", "age_err", "mass", "mass_err", "flags"]  # doctest: +SKIP
+    >>> from astro_spt.flags import decode_flags, has_flag
+    >>> from astro_spt.io import example_files
+    >>> folder = example_files()[0].parent
+    >>> table = astro_spt.estimate(os.path.join(folder, "spec-*.fits.gz"))
+    >>> len(table), table.colnames
+    (6, ['source', 'age', 'age_err', 'mass', 'mass_err', 'flags'])
+    >>> [str(table[name].unit) for name in ("age", "age_err", "mass", "mass_err")]
+    ['Gyr', 'Gyr', 'solMass', 'solMass']
+    >>> table.meta["seed"], table.meta["n_samples"]
+    (0, 100)
+
+    The flags say which results to trust. The K dwarf (``sp06-160``) is no giant, and
+    it is flagged as lying outside the training set, with two of the giants:
+
+    >>> os.path.basename(table["source"][2])
+    'spec-55862-B6212_sp06-160.fits.gz'
+    >>> decode_flags(table["flags"][2])
+    ['missing_values', 'repaired_pixels', 'out_of_distribution']
+    >>> outside = has_flag(table["flags"], "out_of_distribution")
+    >>> np.flatnonzero(outside).tolist()  # rows to set aside
+    [0, 2, 3]
     """
     import astropy.units as u
     from astropy.table import QTable
@@ -344,6 +369,51 @@ def iter_preprocessed(items, config, *, batch_size, strict=False, redshift=None,
     read, their `~astro_spt.preprocess.PreprocessResult` (or None when no row of the
     batch could be read), the obsid of each row that has one, and why rows failed. A row
     that could not be read is in ``messages`` and not in ``rows``.
+
+    This is the reading and preprocessing loop of `estimate`, for code that needs the
+    preprocessed spectra themselves (e.g. to build a training set).
+
+    Parameters
+    ----------
+    items : list
+        The inputs as internal records, made by ``astro_spt.estimation._expand`` from
+        anything `estimate` accepts (the ``(source, input)`` pairs of `expand_inputs`
+        are not accepted).
+    config : `~astro_spt.preprocess.PreprocessConfig`
+        Preprocessing settings, e.g. a model's
+        `~astro_spt.bundle.EstimatorBundle.preprocess_settings`.
+    batch_size : int
+        Inputs read and preprocessed at a time.
+    strict : bool, optional
+        Raise on the first unreadable input instead of reporting it in ``messages``.
+    redshift : array-like, shape (len(items),), optional
+        Redshift of each input, overriding what the spectra carry.
+    starts : iterable of int, optional
+        First row of each batch; default ``range(0, len(items), batch_size)``.
+
+    Yields
+    ------
+    rows : `~numpy.ndarray` of int
+    result : `~astro_spt.preprocess.PreprocessResult` or None
+    obsids : dict
+    messages : dict
+
+    Examples
+    --------
+    The six example spectra and a missing file, in batches of four:
+
+    >>> from astro_spt.estimation import _expand, iter_preprocessed
+    >>> from astro_spt.io import example_files
+    >>> from astro_spt.preprocess import PreprocessConfig
+    >>> items = _expand([*example_files(), "no/such/file.fits"])
+    >>> for rows, result, obsids, messages in iter_preprocessed(
+    ...     items, PreprocessConfig(), batch_size=4
+    ... ):
+    ...     print(rows.tolist(), result.flux.shape, obsids, sorted(messages))
+    [0, 1, 2, 3] (4, 4096) {} []
+    [4, 5] (2, 4096) {} [6]
+    >>> messages[6].startswith("cannot read no/such/file.fits")
+    True
     """
     from .preprocess import preprocess
 

@@ -95,7 +95,16 @@ class FlagDefinition:
 
     @property
     def value(self) -> int:
-        """The flag's integer value, ``1 << bit``."""
+        """The flag's integer value, ``1 << bit``.
+
+        Examples
+        --------
+        >>> from astro_spt.flags import FLAGS
+        >>> FLAGS["low_snr"].value
+        32
+        >>> FLAGS["low_snr"].value == 1 << FLAGS["low_snr"].bit
+        True
+        """
         return 1 << self.bit
 
 
@@ -147,21 +156,69 @@ class FlagRegistry:
         return f"<FlagRegistry of {len(self)} flags: {', '.join(d.name for d in self)}>"
 
     def by_bit(self, bit: int) -> FlagDefinition:
-        """Return the definition of bit ``bit``."""
+        """Return the definition of bit ``bit``.
+
+        Raises
+        ------
+        KeyError
+            If no flag uses that bit.
+
+        Examples
+        --------
+        >>> from astro_spt.flags import FLAGS
+        >>> definition = FLAGS.by_bit(11)
+        >>> definition.name, definition.severity
+        ('unreadable', 'bad')
+        """
         return self._by_bit[bit]
 
     @property
     def names(self) -> list[str]:
-        """Flag names in bit order."""
+        """Flag names in bit order.
+
+        Examples
+        --------
+        >>> from astro_spt.flags import FLAGS
+        >>> FLAGS.names[:3]
+        ['missing_values', 'negative_flux', 'outliers']
+        >>> len(FLAGS.names) == len(FLAGS)
+        True
+        """
         return [d.name for d in self]
 
     @property
     def all_bits(self) -> int:
-        """The OR of every defined flag."""
+        """The OR of every defined flag.
+
+        Examples
+        --------
+        >>> from astro_spt.flags import FLAGS
+        >>> FLAGS.all_bits == 2 ** len(FLAGS) - 1  # the bits are 0, 1, 2, ... without gaps
+        True
+        """
         return sum(d.value for d in self)
 
     def mask_of(self, severity: str) -> int:
-        """The OR of the flags of one severity (``'info'``, ``'warning'`` or ``'bad'``)."""
+        """The OR of the flags of one severity (``'info'``, ``'warning'`` or ``'bad'``).
+
+        Raises
+        ------
+        ValueError
+            If ``severity`` is not one of ``SEVERITIES``.
+
+        Examples
+        --------
+        Keep the rows of a result whose flags carry no ``'bad'`` bit:
+
+        >>> import numpy as np
+        >>> from astro_spt.flags import FLAGS, decode_flags
+        >>> bad = FLAGS.mask_of("bad")
+        >>> decode_flags(bad)
+        ['heavy_damage', 'unreadable']
+        >>> flags = np.array([0, FLAGS["low_snr"].value, FLAGS["unreadable"].value])
+        >>> (flags & bad) == 0
+        array([ True,  True, False])
+        """
         if severity not in SEVERITIES:
             raise ValueError(f"severity must be one of {SEVERITIES}, got {severity!r}")
         return sum(d.value for d in self if d.severity == severity)

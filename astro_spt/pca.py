@@ -152,12 +152,30 @@ class PCABasis:
 
     @property
     def n_components(self) -> int:
-        """Number of components."""
+        """Number of components (rows of ``components``), the length of a `transform` row.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from astro_spt.pca import PCABasis
+        >>> X = np.random.default_rng(0).normal(size=(40, 6))
+        >>> PCABasis.fit(X, n_components=4).n_components
+        4
+        """
         return self.components.shape[0]
 
     @property
     def n_features(self) -> int:
-        """Number of input features (pixels)."""
+        """Number of input features (pixels), the length of a spectrum `transform` accepts.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from astro_spt.pca import PCABasis
+        >>> X = np.random.default_rng(0).normal(size=(40, 6))
+        >>> PCABasis.fit(X, n_components=4).n_features
+        6
+        """
         return self.components.shape[1]
 
     def _check(self, X) -> np.ndarray:

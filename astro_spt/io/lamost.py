@@ -410,7 +410,10 @@ def identify_lamost_lrs(origin: str, *args, **kwargs) -> bool:
 
     Examples
     --------
+    >>> from astro_spt.io import example_files
     >>> from astro_spt.io.lamost import identify_lamost_lrs
+    >>> identify_lamost_lrs("read", example_files()[0])
+    True
     >>> identify_lamost_lrs("read", "not-a-file.fits")
     False
     """
@@ -458,15 +461,32 @@ def read_lamost_lrs(file_obj: str | os.PathLike | IO[bytes] | fits.HDUList, **kw
 
     Examples
     --------
-    .. code-block:: python
+    ``import astro_spt`` (here through `astro_spt.io`) registers the reader, so
+    ``Spectrum.read`` recognises a LAMOST file by itself:
 
-        import astro_spt  # registers the reader
-        from specutils import Spectrum
+    >>> from specutils import Spectrum
+    >>> from astro_spt.io import example_files, read_lamost_lrs
+    >>> path = example_files()[0]
+    >>> path.name
+    'spec-55862-B6212_sp06-023.fits.gz'
+    >>> spec = Spectrum.read(path)
+    >>> spec.meta["layout"], spec.meta["designation"]
+    ('image-log-linear', 'LAMOST J063733.55+271135.0')
+    >>> print(spec.meta["obsid"])  # DR1 headers carry no OBSID (the catalogue's is 906023)
+    None
+    >>> spec.meta["snr"]
+    {'u': 2.58, 'g': 17.07, 'r': 28.96, 'i': 41.17, 'z': 32.49}
+    >>> spec.flux.shape, spec.spectral_axis.unit, spec.uncertainty.uncertainty_type
+    ((3904,), Unit("Angstrom"), 'ivar')
+    >>> int(spec.mask.sum())  # bad pixels (ivar = 0, ANDMASK set or flux = 0)
+    325
 
-        spec = Spectrum.read("spec-55859-F5902_sp03-232.fits.gz")
-        spec.meta["obsid"], spec.meta["snr"]["g"], spec.mask.sum()
-        # or, naming the format explicitly:
-        spec = Spectrum.read("spec-55859-F5902_sp03-232.fits.gz", format="LAMOST-LRS")
+    Naming the format skips the identification; the reader can also be called directly:
+
+    >>> spec = Spectrum.read(path, format="LAMOST-LRS")
+    >>> spec = read_lamost_lrs(path)
+    >>> spec.meta["class"], spec.meta["subclass"], spec.meta["data_release"]
+    ('STAR', 'G5', None)
     """
     # Imported here: astropy.nddata pulls in astropy.wcs and coordinates (0.3 s), and
     # ``import astro_spt`` must stay light.

@@ -56,6 +56,27 @@ class AnomalyResult:
         Highest ratio of the periodogram to its local median power in the ripple band.
     oscillation_amplitude : `~numpy.ndarray`, shape (n,)
         Relative amplitude of the ripple at that peak.
+
+    Examples
+    --------
+    A 100-pixel (129 Å) gap is interpolated over, masked and flagged:
+
+    >>> import numpy as np
+    >>> from astro_spt.flags import decode_flags
+    >>> from astro_spt.preprocess import detect_anomalies
+    >>> flux = 100 + np.random.default_rng(0).normal(0, 1, (2, 4096))
+    >>> flux[1, 1000:1100] = np.nan
+    >>> result = detect_anomalies(flux, np.ones_like(flux))
+    >>> result.flux.shape, bool(np.isfinite(result.flux).all())
+    ((2, 4096), True)
+    >>> decode_flags(result.flags)
+    [[], ['missing_values', 'repaired_pixels']]
+    >>> result.n_repaired.tolist(), result.mask.sum(axis=1).tolist()
+    ([0, 100], [0, 100])
+    >>> float(result.ivar[1, 1050])  # repaired pixels carry no weight
+    0.0
+    >>> np.round(result.snr).tolist(), result.coverage.tolist()
+    ([100.0, 100.0], [1.0, 1.0])
     """
 
     flux: np.ndarray

@@ -47,6 +47,29 @@ class GridConfig:
         ``'linear'`` (default): equal steps in wavelength, as the paper's "linear
         interpolation onto a common grid" implies (1.29 Å per pixel). ``'log'``: equal
         steps in log wavelength, the native LAMOST sampling.
+
+    Raises
+    ------
+    astro_spt.exceptions.InvalidConfigError
+        If a value is out of range.
+
+    Examples
+    --------
+    The default is the SPT paper's grid; a custom one goes into `PreprocessConfig`:
+
+    >>> from astro_spt.preprocess import GridConfig, PreprocessConfig, make_wavelength_grid
+    >>> GridConfig()
+    GridConfig(wavelength_min_aa=3800.0, wavelength_max_aa=9100.0, n_pixels=4096, spacing='linear')
+    >>> blue = GridConfig(wavelength_min_aa=3900.0, wavelength_max_aa=5500.0, n_pixels=1024)
+    >>> grid = make_wavelength_grid(blue)
+    >>> grid.shape, float(grid[0]), float(grid[-1])
+    ((1024,), 3900.0, 5500.0)
+    >>> round(PreprocessConfig(grid=blue).pixel_scale_aa, 3)  # Å per pixel
+    1.564
+    >>> GridConfig(n_pixels=8)
+    Traceback (most recent call last):
+    ...
+    astro_spt.exceptions.InvalidConfigError: grid: n_pixels must be an integer >= 16, got 8
     """
 
     wavelength_min_aa: float = 3800.0
@@ -71,7 +94,14 @@ class GridConfig:
 
     @property
     def pixel_scale_aa(self) -> float:
-        """Mean grid step in Å."""
+        """Mean grid step in Å.
+
+        Examples
+        --------
+        >>> from astro_spt.preprocess import GridConfig
+        >>> round(GridConfig().pixel_scale_aa, 4)  # 5,300 Å in 4,095 steps
+        1.2943
+        """
         return (self.wavelength_max_aa - self.wavelength_min_aa) / (self.n_pixels - 1)
 
 
@@ -125,6 +155,31 @@ class AnomalyConfig:
         development spectra is 72, the median 9) ...
     oscillation_min_amplitude : float
         ... and whose amplitude is at least this fraction of the continuum.
+
+    Raises
+    ------
+    astro_spt.exceptions.InvalidConfigError
+        If a value is out of range.
+
+    Examples
+    --------
+    A spectrum with a per-pixel S/N of 5 is flagged ``low_snr`` by the default threshold
+    (10), not by a laxer one:
+
+    >>> import numpy as np
+    >>> from astro_spt.flags import decode_flags
+    >>> from astro_spt.preprocess import AnomalyConfig, PreprocessConfig, detect_anomalies
+    >>> flux = 100 + np.random.default_rng(0).normal(0, 1, (1, 4096))
+    >>> ivar = np.full_like(flux, 1 / 20**2)  # an error of 20 per pixel: S/N = 5
+    >>> decode_flags(detect_anomalies(flux, ivar).flags)
+    [['low_snr']]
+    >>> lax = PreprocessConfig(anomalies=AnomalyConfig(min_snr=3.0))
+    >>> decode_flags(detect_anomalies(flux, ivar, config=lax).flags)
+    [[]]
+    >>> AnomalyConfig(spike_window=6)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    astro_spt.exceptions.InvalidConfigError: anomalies: spike_window must be an odd integer ...
     """
 
     max_gap_aa: float = 50.0
@@ -200,6 +255,30 @@ class DenoiseConfig:
         from each level's own details.
     mode : {'soft', 'hard'}
         Thresholding function; soft shrinks the kept coefficients and avoids ringing.
+
+    Raises
+    ------
+    astro_spt.exceptions.InvalidConfigError
+        If a value is out of range.
+
+    Examples
+    --------
+    Denoising smooths the preprocessed flux; without it the pixel-to-pixel noise stays:
+
+    >>> import numpy as np
+    >>> from specutils import Spectrum
+    >>> from astro_spt.io import example_files
+    >>> from astro_spt.preprocess import DenoiseConfig, PreprocessConfig, preprocess
+    >>> spectrum = Spectrum.read(example_files()[0])
+    >>> raw = PreprocessConfig(denoise=DenoiseConfig(enabled=False))
+    >>> def roughness(flux):  # mean absolute difference between neighbouring pixels
+    ...     return float(np.mean(np.abs(np.diff(flux[0]))))
+    >>> bool(roughness(preprocess(spectrum).flux) < roughness(preprocess(spectrum, raw).flux))
+    True
+    >>> DenoiseConfig(level=13)
+    Traceback (most recent call last):
+    ...
+    astro_spt.exceptions.InvalidConfigError: denoise: level must be an integer in [1, 12], got 13
     """
 
     enabled: bool = True
@@ -245,6 +324,28 @@ class NormalizeConfig:
     continuum_sigma_aa : float
         Standard deviation of the Gaussian kernel of the pseudo-continuum (Ho et al. 2017
         used 50 Å).
+
+    Raises
+    ------
+    astro_spt.exceptions.InvalidConfigError
+        If ``method`` is unknown or ``continuum_sigma_aa`` is not positive.
+
+    Examples
+    --------
+    Divide each spectrum by its median flux instead of standardising it:
+
+    >>> import numpy as np
+    >>> from specutils import Spectrum
+    >>> from astro_spt.io import example_files
+    >>> from astro_spt.preprocess import NormalizeConfig, PreprocessConfig, preprocess
+    >>> spectrum = Spectrum.read(example_files()[0])
+    >>> config = PreprocessConfig(normalize=NormalizeConfig(method="median"))
+    >>> round(float(np.median(preprocess(spectrum, config).flux)), 3)
+    1.0
+    >>> NormalizeConfig(method="mean")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    astro_spt.exceptions.InvalidConfigError: normalize: method must be one of (...), got 'mean'
     """
 
     # settled on validation data, docs/benchmarks.rst
@@ -315,7 +416,17 @@ class PreprocessConfig:
         )
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
-        """Return the settings as a nested dict of JSON types."""
+        """Return the settings as a nested dict of JSON types.
+
+        Examples
+        --------
+        >>> from astro_spt.preprocess import PreprocessConfig
+        >>> settings = PreprocessConfig().to_dict()
+        >>> list(settings)
+        ['grid', 'anomalies', 'denoise', 'normalize']
+        >>> settings["denoise"]
+        {'enabled': True, 'wavelet': 'haar', 'level': 2, 'threshold': 'universal', 'mode': 'soft'}
+        """
         return dataclasses.asdict(self)
 
     @classmethod
@@ -326,6 +437,15 @@ class PreprocessConfig:
         ------
         astro_spt.exceptions.InvalidConfigError
             On an unknown section or key, or an invalid value.
+
+        Examples
+        --------
+        >>> from astro_spt.preprocess import PreprocessConfig
+        >>> config = PreprocessConfig.from_dict({"normalize": {"method": "continuum"}})
+        >>> config.normalize.method, config.denoise.level  # the rest keeps its defaults
+        ('continuum', 2)
+        >>> PreprocessConfig.from_dict(config.to_dict()) == config
+        True
         """
         if not isinstance(data, dict):
             raise InvalidConfigError(f"expected a dict, got {type(data).__name__}")
@@ -352,7 +472,15 @@ class PreprocessConfig:
 
     @property
     def pixel_scale_aa(self) -> float:
-        """Mean grid step in Å."""
+        """Mean grid step in Å (that of ``grid``).
+
+        Examples
+        --------
+        >>> from astro_spt.preprocess import GridConfig, PreprocessConfig
+        >>> config = PreprocessConfig(grid=GridConfig(3800.0, 9100.0, n_pixels=2049))
+        >>> config.pixel_scale_aa
+        2.587890625
+        """
         return self.grid.pixel_scale_aa
 
 

@@ -104,6 +104,27 @@ class ResampledSpectra(NamedTuple):
         an input pixel that is masked, not finite or has zero inverse variance.
     covered : `~numpy.ndarray` of bool, shape (n, n_pixels)
         True inside the input's wavelength range.
+
+    Examples
+    --------
+    Three spectra covering 4,000-8,000 Å, the second with one bad input pixel, on the
+    default 3,800-9,100 Å grid:
+
+    >>> import numpy as np
+    >>> from astro_spt.preprocess import resample_to_grid
+    >>> wave = np.linspace(4000.0, 8000.0, 2000)
+    >>> flux = np.ones((3, 2000))
+    >>> flux[1, 1000] = np.nan
+    >>> out = resample_to_grid(wave, flux, ivar=np.full_like(flux, 4.0))
+    >>> type(out).__name__, out.flux.shape, out.flux.dtype
+    ('ResampledSpectra', (3, 4096), dtype('float32'))
+    >>> flux_grid, ivar_grid, mask, covered = out  # a named tuple unpacks
+    >>> covered.sum(axis=1).tolist()  # grid pixels inside 4,000-8,000 Å
+    [3091, 3091, 3091]
+    >>> (mask & covered).sum(axis=1).tolist()  # the bad pixel spoils 3 grid pixels
+    [0, 3, 0]
+    >>> float(out.ivar[0, 1000]), bool(np.isnan(out.flux[0, 0]))
+    (4.0, True)
     """
 
     flux: np.ndarray

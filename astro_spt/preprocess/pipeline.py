@@ -61,6 +61,28 @@ class PreprocessResult:
         The settings used.
     messages : dict
         Why a spectrum could not be read, by row index.
+
+    Examples
+    --------
+    The six example LAMOST spectra, preprocessed with the default settings:
+
+    >>> import numpy as np
+    >>> from specutils import Spectrum
+    >>> from astro_spt.io import example_files
+    >>> from astro_spt.preprocess import PreprocessConfig, preprocess
+    >>> result = preprocess([Spectrum.read(path) for path in example_files()])
+    >>> len(result), result.flux.shape, result.flux.dtype
+    (6, (6, 4096), dtype('float32'))
+    >>> result.wavelength.shape, result.wavelength.unit
+    ((4096,), Unit("Angstrom"))
+    >>> result.flag_names[0]  # a 100 Å gap at 7,580-7,680 Å, interpolated over
+    ['missing_values', 'repaired_pixels']
+    >>> result.n_repaired.tolist()
+    [227, 165, 350, 238, 272, 221]
+    >>> np.round(result.snr).astype(int).tolist()  # median S/N per grid pixel
+    [28, 52, 20, 15, 72, 117]
+    >>> result.config == PreprocessConfig(), result.messages
+    (True, {})
     """
 
     flux: np.ndarray
@@ -80,7 +102,27 @@ class PreprocessResult:
 
     @property
     def flag_names(self) -> list[list[str]]:
-        """The names of the flags of each spectrum."""
+        """The names of the flags of each spectrum (`astro_spt.flags.decode_flags`).
+
+        Examples
+        --------
+        Two synthetic spectra, of S/N 50 and 5 per pixel:
+
+        >>> import numpy as np
+        >>> import astropy.units as u
+        >>> from astropy.nddata import InverseVariance
+        >>> from specutils import Spectrum
+        >>> from astro_spt.preprocess import preprocess
+        >>> wavelength = np.linspace(3700, 9200, 3000) * u.AA
+        >>> flux = 100 + np.random.default_rng(0).normal(0, 2, (2, 3000))
+        >>> ivar = np.stack([np.full(3000, 1 / 2**2), np.full(3000, 1 / 20**2)])
+        >>> spectra = Spectrum(flux=flux * u.Unit("1e-17 erg / (s cm2 AA)"),
+        ...                    spectral_axis=wavelength, uncertainty=InverseVariance(ivar))
+        >>> preprocess(spectra, redshift=0.0).flag_names
+        [[], ['low_snr']]
+        >>> preprocess(spectra).flag_names  # no redshift known: not shifted, flagged
+        [['no_redshift'], ['low_snr', 'no_redshift']]
+        """
         return _flags.decode_flags(self.flags)
 
 
