@@ -123,19 +123,51 @@ class LabelSpec:
         object.__setattr__(self, "scale", float(self.scale))
 
     def to_network(self, values):
-        """Physical values (in ``unit``) to the network's standardised space."""
+        """Physical values (in ``unit``) to the network's standardised space.
+
+        Examples
+        --------
+        >>> from astro_spt.bundle import LabelSpec
+        >>> age = LabelSpec("age", "Gyr", "log10", mean=0.5, scale=0.25)
+        >>> age.to_network([1.0, 10.0])  # (log10(age) - 0.5) / 0.25
+        array([-2.,  2.])
+        """
         values = np.asarray(values, dtype=np.float64)
         if self.scaling == "log10":
             values = np.log10(values)
         return (values - self.mean) / self.scale
 
     def from_network(self, values):
-        """Network outputs back to physical values in ``unit``."""
+        """Network outputs back to physical values in ``unit``.
+
+        Examples
+        --------
+        >>> from astro_spt.bundle import LabelSpec
+        >>> age = LabelSpec("age", "Gyr", "log10", mean=0.5, scale=0.25)
+        >>> age.from_network([-2.0, 0.0, 2.0]).round(3)  # Gyr
+        array([ 1.   ,  3.162, 10.   ])
+        >>> mass = LabelSpec("mass", "solMass", mean=1.4, scale=0.3)
+        >>> round(float(mass.from_network(1.0)), 3)  # solMass
+        1.7
+        """
         values = np.asarray(values, dtype=np.float64) * self.scale + self.mean
         return 10.0**values if self.scaling == "log10" else values
 
     def derivative(self, values):
-        """d(physical)/d(network output) at the given network outputs."""
+        """d(physical)/d(network output) at the given network outputs.
+
+        This is the Jacobian that carries an uncertainty from the network's space to
+        physical units to first order (``method="delta"`` of `EstimatorBundle.unscale`).
+
+        Examples
+        --------
+        >>> from astro_spt.bundle import LabelSpec
+        >>> age = LabelSpec("age", "Gyr", "log10", mean=0.5, scale=0.25)
+        >>> age.derivative([0.0, 2.0]).round(3)  # ln(10) * scale * age: grows with age
+        array([1.82 , 5.756])
+        >>> LabelSpec("mass", "solMass", mean=1.4, scale=0.3).derivative([0.0, 1.0])
+        array([0.3, 0.3])
+        """
         if self.scaling == "log10":
             return np.log(10.0) * self.scale * self.from_network(values)
         return np.full(np.shape(values), self.scale)
@@ -236,6 +268,25 @@ class ReferenceStats:
             Percentiles to store.
         ood_percentile : float
             Default threshold of the out-of-distribution flag; must be in ``percentiles``.
+
+        Returns
+        -------
+        `ReferenceStats`
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from astro_spt.bundle import ReferenceStats
+        >>> from astro_spt.pca import PCABasis
+        >>> rng = np.random.default_rng(0)
+        >>> flux = rng.normal(size=(200, 30))  # stands in for preprocessed spectra
+        >>> ages = rng.uniform(1.0, 12.0, size=(200, 1))
+        >>> pca = PCABasis.fit(flux, n_components=5)
+        >>> ref = ReferenceStats.from_training(pca, flux, ages, ["age"])
+        >>> ref.n_train, ref.ood_percentile
+        (200, 99.9)
+        >>> [round(v, 1) for v in ref.label_ranges["age"]]  # Gyr
+        [1.2, 12.0]
         """
         flux = np.asarray(flux, dtype=np.float64)
         recon = pca.reconstruction_error(flux)
@@ -263,6 +314,24 @@ class ReferenceStats:
         """Stored percentile of ``kind`` (``"reconstruction_error"`` or ``"latent_distance"``).
 
         ``percentile=None`` means ``ood_percentile``.
+
+        Raises
+        ------
+        KeyError
+            If that percentile is not stored (the message lists those that are).
+
+        Examples
+        --------
+        >>> from astro_spt.bundle import ReferenceStats
+        >>> ref = ReferenceStats(
+        ...     n_train=2000,
+        ...     reconstruction_error={50: 0.007, 99.9: 0.026},
+        ...     latent_distance={50: 7.2, 99.9: 47.4},
+        ... )
+        >>> ref.threshold("latent_distance")  # at ood_percentile, 99.9
+        47.4
+        >>> ref.threshold("reconstruction_error", 50)
+        0.007
         """
         if kind not in ("reconstruction_error", "latent_distance"):
             raise ValueError(f"unknown reference statistic {kind!r}")
@@ -276,17 +345,64 @@ class ReferenceStats:
         return values[key]
 
     def to_dict(self) -> dict[str, Any]:
-        """The statistics as JSON types."""
+        """The statistics as JSON types.
+
+        Examples
+        --------
+        >>> import json
+        >>> from astro_spt.bundle import ReferenceStats
+        >>> ref = ReferenceStats(2000, {99.9: 0.026}, {99.9: 47.4}, {"age": [0.4, 13.8]})
+        >>> print(json.dumps(ref.to_dict()))  # doctest: +NORMALIZE_WHITESPACE
+        {"n_train": 2000, "reconstruction_error": {"99.9": 0.026},
+         "latent_distance": {"99.9": 47.4}, "label_ranges": {"age": [0.4, 13.8]},
+         "ood_percentile": 99.9}
+        """
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "ReferenceStats":
-        """Inverse of `to_dict`."""
+        """Inverse of `to_dict`.
+
+        Examples
+        --------
+        >>> from astro_spt.bundle import ReferenceStats
+        >>> ref = ReferenceStats(2000, {99.9: 0.026}, {99.9: 47.4}, {"age": [0.4, 13.8]})
+        >>> ReferenceStats.from_dict(ref.to_dict()) == ref
+        True
+        """
         return cls(**data)
 
 
 def latent_distance(pca: PCABasis, features) -> np.ndarray:
-    """Mahalanobis distance of PCA coefficients from the training mean (see `ReferenceStats`)."""
+    """Mahalanobis distance of PCA coefficients from the training mean (see `ReferenceStats`).
+
+    Parameters
+    ----------
+    pca : `~astro_spt.pca.PCABasis`
+        The basis the coefficients were computed with.
+    features : array-like, shape (..., n_components)
+        PCA coefficients (`~astro_spt.pca.PCABasis.transform`).
+
+    Returns
+    -------
+    `numpy.ndarray`, shape (...)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from astro_spt.bundle import latent_distance
+    >>> from astro_spt.pca import PCABasis
+    >>> rng = np.random.default_rng(0)
+    >>> flux = rng.normal(size=(100, 20))
+    >>> pca = PCABasis.fit(flux, n_components=5)
+    >>> d = latent_distance(pca, pca.transform(flux))
+    >>> d.shape
+    (100,)
+    >>> round(float(np.mean(d**2)), 2)  # n_components (N - 1) / N on the training set
+    4.95
+    >>> round(float(np.median(latent_distance(pca, pca.transform(3 * flux)) / d)), 1)
+    3.0
+    """
     z = np.asarray(features, dtype=np.float64)
     return np.sqrt(np.sum(z**2 / pca.explained_variance, axis=-1))
 
@@ -309,6 +425,25 @@ class LabelPrediction:
         The Monte Carlo samples in physical units, when they were kept.
     seed : int
         Seed of the Monte Carlo dropout masks.
+
+    Examples
+    --------
+    `EstimatorBundle.unscale` makes them, here for one of the example LAMOST spectra:
+
+    >>> import astro_spt
+    >>> from specutils import Spectrum
+    >>> from astro_spt.io import example_files
+    >>> from astro_spt.preprocess import preprocess
+    >>> model = astro_spt.load_model()  # the embedded default, no network
+    >>> flux = preprocess(Spectrum.read(example_files()[0]), model.preprocess_settings()).flux
+    >>> scaled = model.predict_scaled(model.features(flux), 20, seed=0, return_samples=True)
+    >>> pred = model.unscale(scaled)
+    >>> pred.names, pred.units
+    (('age', 'mass'), ('Gyr', 'solMass'))
+    >>> pred.mean.shape, pred.covariance.shape, pred.samples.shape
+    ((1, 2), (1, 2, 2), (1, 20, 2))
+    >>> pred.mean.round(1), pred.std.round(1)  # ages in Gyr, masses in solar masses
+    (array([[4.8, 1.2]]), array([[1.6, 0.1]]))
     """
 
     names: tuple[str, ...]
@@ -320,7 +455,23 @@ class LabelPrediction:
 
     @property
     def std(self) -> np.ndarray:
-        """Square roots of the diagonal of the covariance, shape (N, D)."""
+        """Square roots of the diagonal of the covariance, shape (N, D).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from astro_spt.bundle import LabelPrediction
+        >>> pred = LabelPrediction(
+        ...     ("age", "mass"),
+        ...     ("Gyr", "solMass"),
+        ...     mean=np.array([[4.8, 1.22]]),
+        ...     covariance=np.array([[[2.25, -0.1], [-0.1, 0.0196]]]),
+        ...     samples=None,
+        ...     seed=0,
+        ... )
+        >>> pred.std  # 1.5 Gyr and 0.14 solar masses
+        array([[1.5 , 0.14]])
+        """
         return np.sqrt(np.diagonal(self.covariance, axis1=-2, axis2=-1))
 
 
@@ -361,6 +512,16 @@ def read_bundle_config(directory) -> dict[str, Any]:
         If there is no readable ``config.json`` or it is not a bundle's.
     UnsupportedSchemaError
         If a newer `astro_spt` wrote the bundle; the message says which version to install.
+
+    Examples
+    --------
+    >>> from astro_spt.bundle import read_bundle_config
+    >>> from astro_spt.hub import resolve_model
+    >>> config = read_bundle_config(resolve_model())  # the embedded default's folder
+    >>> config["schema_version"], [label["name"] for label in config["labels"]]
+    (1, ['age', 'mass'])
+    >>> sorted(config["files"])  # each with its sha256 and size
+    ['README.md', 'model.safetensors', 'pca.safetensors']
     """
     path = Path(directory) / CONFIG_NAME
     try:
@@ -417,6 +578,25 @@ def find_corrupt_files(directory, config: Mapping[str, Any]) -> dict[str, str]:
     -------
     dict of str to str
         File name to what is wrong with it; empty when every file checks out.
+
+    Examples
+    --------
+    >>> import shutil
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from astro_spt.bundle import find_corrupt_files, read_bundle_config
+    >>> from astro_spt.hub import resolve_model
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     path = Path(shutil.copytree(resolve_model(), f"{tmp}/bundle"))
+    ...     config = read_bundle_config(path)
+    ...     intact = find_corrupt_files(path, config)
+    ...     _ = (path / "README.md").write_text("edited by hand")
+    ...     (path / "pca.safetensors").unlink()
+    ...     damaged = find_corrupt_files(path, config)
+    >>> intact
+    {}
+    >>> damaged
+    {'pca.safetensors': 'missing', 'README.md': 'sha256 mismatch'}
     """
     problems = {}
     for name, entry in config["files"].items():
@@ -680,21 +860,57 @@ class EstimatorBundle:
 
     @property
     def label_names(self) -> tuple[str, ...]:
-        """Names of the labels, in the order of the network outputs."""
+        """Names of the labels, in the order of the network outputs.
+
+        Examples
+        --------
+        >>> import astro_spt
+        >>> astro_spt.load_model().label_names
+        ('age', 'mass')
+        """
         return tuple(label.name for label in self.labels)
 
     @property
     def label_units(self) -> tuple[str, ...]:
-        """Units of the labels (astropy unit strings)."""
+        """Units of the labels (astropy unit strings).
+
+        Examples
+        --------
+        >>> import astropy.units as u
+        >>> import astro_spt
+        >>> model = astro_spt.load_model()
+        >>> model.label_units
+        ('Gyr', 'solMass')
+        >>> [u.Unit(unit) for unit in model.label_units]
+        [Unit("Gyr"), Unit("solMass")]
+        """
         return tuple(label.unit for label in self.labels)
 
     @property
     def dropout(self) -> float:
-        """Dropout rate of the network, also that of Monte Carlo prediction."""
+        """Dropout rate of the network, also that of Monte Carlo prediction.
+
+        Examples
+        --------
+        >>> import astro_spt
+        >>> astro_spt.load_model().dropout
+        0.1
+        """
         return self.network.hparams["dropout"]
 
     def preprocess_settings(self):
-        """The preprocessing settings as a `~astro_spt.preprocess.PreprocessConfig`."""
+        """The preprocessing settings as a `~astro_spt.preprocess.PreprocessConfig`.
+
+        Spectra must go through the settings the training spectra went through, which
+        may differ from the package's current defaults: `estimate` uses these.
+
+        Examples
+        --------
+        >>> import astro_spt
+        >>> config = astro_spt.load_model().preprocess_settings()
+        >>> config.grid.n_pixels, config.normalize.method, config.denoise.level
+        (4096, 'continuum', 4)
+        """
         from .preprocess import PreprocessConfig
 
         return PreprocessConfig.from_dict(self.preprocess_config)
@@ -703,6 +919,17 @@ class EstimatorBundle:
         """Everything but the arrays, as the JSON dict saved in ``config.json``.
 
         The ``files`` entry (names and sha256 of the other files) is added when saving.
+
+        Examples
+        --------
+        >>> import astro_spt
+        >>> config = astro_spt.load_model().to_config()
+        >>> config["schema_version"], [label["name"] for label in config["labels"]]
+        (1, ['age', 'mass'])
+        >>> config["network"]["hparams"]["n_blocks"], config["pca"]["n_components"]
+        (6, 143)
+        >>> "files" in config  # added by save_pretrained
+        False
         """
         pca = self.pca
         config = {
@@ -789,6 +1016,20 @@ class EstimatorBundle:
         ------
         BundleError
             If ``path`` is a file or a non-empty directory that is not a bundle.
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> import astro_spt
+        >>> model = astro_spt.load_model()
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     path = model.save_pretrained(f"{tmp}/age-mass", dtype="float16")
+        ...     files = sorted(p.name for p in path.iterdir())
+        ...     again = astro_spt.load_model(path)
+        >>> files
+        ['README.md', 'config.json', 'model.safetensors', 'pca.safetensors']
+        >>> again.label_names, again.pca.n_components
+        (('age', 'mass'), 143)
         """
         from safetensors.numpy import save as save_arrays
         from safetensors.torch import save as save_tensors
@@ -868,6 +1109,17 @@ class EstimatorBundle:
             If a file is missing or differs from its recorded sha256 (the message names it).
         UnsupportedSchemaError
             If a newer `astro_spt` wrote it (the message names the version to install).
+
+        Examples
+        --------
+        >>> from astro_spt.bundle import EstimatorBundle
+        >>> from astro_spt.hub import resolve_model
+        >>> path = resolve_model()  # the folder of the embedded default bundle
+        >>> bundle = EstimatorBundle.from_pretrained(path)
+        >>> bundle.label_names, bundle.source == str(path)
+        (('age', 'mass'), True)
+
+        `astro_spt.load_model` does the same for a directory, and also takes hub names.
         """
         directory = Path(path)
         config = read_bundle_config(directory)
@@ -943,6 +1195,23 @@ class EstimatorBundle:
         ------
         HubError
             If the hub refuses or cannot be reached.
+
+        Examples
+        --------
+        Describe the bundle, check that it saves and loads, then publish it (this last
+        step needs a network connection and a Hugging Face token with write access):
+
+        >>> import tempfile
+        >>> import astro_spt
+        >>> model = astro_spt.load_model()
+        >>> model.description = "age/mass estimator retrained on my sample"
+        >>> model.model_card = None  # render a fresh README.md from the new settings
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     print(astro_spt.load_model(model.save_pretrained(f"{tmp}/b")).description)
+        age/mass estimator retrained on my sample
+        >>> repo = "your-name/lamost-age-mass"
+        >>> commit = model.push_to_hub(repo)  # doctest: +SKIP
+        >>> again = astro_spt.load_model(repo, revision=commit)  # doctest: +SKIP
         """
         # The hub layer sits below this one; the import is deferred to keep the layering
         # one-directional at import time.
@@ -962,7 +1231,15 @@ class EstimatorBundle:
     # -- prediction --------------------------------------------------------------------
 
     def to(self, device) -> "EstimatorBundle":
-        """Move the network to ``device`` (``"cpu"``, ``"cuda"``, ...); returns ``self``."""
+        """Move the network to ``device`` (``"cpu"``, ``"cuda"``, ...); returns ``self``.
+
+        Examples
+        --------
+        >>> import astro_spt
+        >>> model = astro_spt.load_model().to("cpu")  # or "cuda", "cuda:1", ...
+        >>> next(model.network.parameters()).device.type
+        'cpu'
+        """
         self.network.to(device)
         return self
 
@@ -977,6 +1254,21 @@ class EstimatorBundle:
         Returns
         -------
         `numpy.ndarray`, shape (N, n_components), float32
+
+        Examples
+        --------
+        >>> import astro_spt
+        >>> from specutils import Spectrum
+        >>> from astro_spt.io import example_files
+        >>> from astro_spt.preprocess import preprocess
+        >>> model = astro_spt.load_model()  # the embedded default, no network
+        >>> spectra = [Spectrum.read(path) for path in example_files()]
+        >>> flux = preprocess(spectra, model.preprocess_settings()).flux
+        >>> flux.shape  # on the model's 4096-pixel grid
+        (6, 4096)
+        >>> x = model.features(flux)
+        >>> x.shape, x.dtype
+        ((6, 143), dtype('float32'))
         """
         return self.pca.transform(flux).astype(np.float32)
 
@@ -1014,6 +1306,23 @@ class EstimatorBundle:
         `~astro_spt.nn.MCPrediction`
             On the CPU, with the bundle's τ⁻¹ variance floor in the covariance and its
             uncertainty calibration (``uncertainty_scale``, per label) applied.
+
+        Examples
+        --------
+        >>> import astro_spt
+        >>> from specutils import Spectrum
+        >>> from astro_spt.io import example_files
+        >>> from astro_spt.preprocess import preprocess
+        >>> model = astro_spt.load_model()  # the embedded default, no network
+        >>> spectra = [Spectrum.read(path) for path in example_files()[:2]]
+        >>> x = model.features(preprocess(spectra, model.preprocess_settings()).flux)
+        >>> scaled = model.predict_scaled(x, n_samples=20, seed=0, return_samples=True)
+        >>> tuple(scaled.mean.shape), tuple(scaled.covariance.shape), tuple(scaled.samples.shape)
+        ((2, 2), (2, 2, 2), (2, 20, 2))
+        >>> bool((model.predict_scaled(x, n_samples=20, seed=0).mean == scaled.mean).all())
+        True
+
+        The values are standardised labels; `unscale` turns them into Gyr and solMass.
         """
         if device is not None:
             self.network.to(device)
@@ -1062,6 +1371,29 @@ class EstimatorBundle:
         Returns
         -------
         `LabelPrediction`
+
+        Examples
+        --------
+        >>> import astro_spt
+        >>> from specutils import Spectrum
+        >>> from astro_spt.io import example_files
+        >>> from astro_spt.preprocess import preprocess
+        >>> model = astro_spt.load_model()  # the embedded default, no network
+        >>> spectra = [Spectrum.read(path) for path in example_files()[:2]]
+        >>> x = model.features(preprocess(spectra, model.preprocess_settings()).flux)
+        >>> scaled = model.predict_scaled(x, n_samples=20, seed=0, return_samples=True)
+        >>> labels = model.unscale(scaled)
+        >>> labels.names, labels.units
+        (('age', 'mass'), ('Gyr', 'solMass'))
+        >>> labels.mean.round(1)
+        array([[4.8, 1.2],
+               [5. , 1.2]])
+        >>> labels.std.round(2)
+        array([[1.56, 0.14],
+               [1.62, 0.14]])
+        >>> delta = model.unscale(scaled, method="delta")  # first order, from the mean
+        >>> delta.mean.shape  # its ages are medians of a log-normal, not means
+        (2, 2)
         """
         if method is None:
             method = "samples" if prediction.samples is not None else "delta"
@@ -1103,7 +1435,19 @@ class EstimatorBundle:
         )
 
     def labels_to_network(self, values) -> np.ndarray:
-        """Physical labels, shape (N, D), to the network's standardised space."""
+        """Physical labels, shape (N, D), to the network's standardised space.
+
+        The inverse of what `unscale` does to a point estimate; training uses it to make
+        the network's targets.
+
+        Examples
+        --------
+        >>> import astro_spt
+        >>> model = astro_spt.load_model()
+        >>> model.labels_to_network([[4.0, 1.2], [10.0, 2.0]]).round(2)  # (Gyr, solMass)
+        array([[ 0.04, -0.52],
+               [ 1.38,  1.91]])
+        """
         values = np.asarray(values, dtype=np.float64)
         return np.stack(
             [label.to_network(values[..., i]) for i, label in enumerate(self.labels)], axis=-1
@@ -1134,6 +1478,29 @@ class EstimatorBundle:
         Returns
         -------
         `numpy.ndarray` of bool, shape (N,)
+
+        Raises
+        ------
+        BundleError
+            If the bundle has no reference statistics.
+
+        Examples
+        --------
+        >>> import astro_spt
+        >>> from specutils import Spectrum
+        >>> from astro_spt.io import example_files
+        >>> from astro_spt.preprocess import preprocess
+        >>> model = astro_spt.load_model()  # the embedded default, no network
+        >>> spectra = [Spectrum.read(path) for path in example_files()]
+        >>> flux = preprocess(spectra, model.preprocess_settings()).flux
+        >>> model.out_of_distribution(flux)
+        array([ True, False,  True,  True, False, False])
+        >>> model.out_of_distribution(flux, percentile=100)  # beyond every training spectrum
+        array([False, False,  True, False, False, False])
+
+        The third file is a K dwarf, and this demonstration model, trained on mock
+        spectra of giants, finds it unlike anything it has seen. Two of the real giants
+        also exceed the 99.9th percentile of the mock training set.
         """
         reference = self._reference()
         if features is None:
@@ -1152,6 +1519,20 @@ class EstimatorBundle:
         `numpy.ndarray` of bool, shape (N,)
             True where any label with a stored range is below its training minimum or
             above its maximum.
+
+        Raises
+        ------
+        BundleError
+            If the bundle has no reference statistics.
+
+        Examples
+        --------
+        >>> import astro_spt
+        >>> model = astro_spt.load_model()
+        >>> [round(v, 2) for v in model.reference.label_ranges["mass"]]  # solMass
+        [0.89, 3.02]
+        >>> model.outside_label_range([[5.0, 1.2], [20.0, 1.2], [5.0, 0.5]])  # (Gyr, solMass)
+        array([False,  True,  True])
         """
         ranges = self._reference().label_ranges
         values = np.asarray(values, dtype=np.float64)
@@ -1168,6 +1549,23 @@ class EstimatorBundle:
         """Ages and masses (or this bundle's labels) of spectra: `astro_spt.estimate`.
 
         Same as ``astro_spt.estimate(spectra, model=self, **kwargs)``.
+
+        Examples
+        --------
+        >>> import astro_spt
+        >>> from astro_spt.flags import decode_flags
+        >>> from astro_spt.io import example_files
+        >>> model = astro_spt.load_model()
+        >>> table = model.estimate(example_files(), n_samples=20)
+        >>> table.colnames
+        ['source', 'age', 'age_err', 'mass', 'mass_err', 'flags']
+        >>> len(table), table["age"].unit, table["mass"].unit
+        (6, Unit("Gyr"), Unit("solMass"))
+        >>> age, mass = table["age"][1], table["mass"][1]
+        >>> print(f"{age:.1f} and {mass:.1f}")
+        5.0 Gyr and 1.2 solMass
+        >>> decode_flags(table["flags"][2])  # the K dwarf among the example files
+        ['missing_values', 'repaired_pixels', 'out_of_distribution']
         """
         # The estimation layer sits below this one and imports it; resolved at call time.
         from .estimation import estimate

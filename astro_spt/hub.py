@@ -241,8 +241,19 @@ def download_model(
 
     Examples
     --------
+    Fetch a bundle once while online; later calls find it in the cache:
+
     >>> from astro_spt.hub import download_model
     >>> path = download_model("astro-spt/example", revision="v1")  # doctest: +SKIP
+
+    Offline, a revision that is not cached fails with a message that says what to do:
+
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as empty_cache:
+    ...     download_model("astro-spt/example", cache_dir=empty_cache, local_files_only=True)
+    Traceback (most recent call last):
+    ...
+    astro_spt.exceptions.OfflineCacheMissError: astro-spt/example at revision 'main' is not ...
     """
     from huggingface_hub import hf_hub_download, try_to_load_from_cache
 
@@ -344,6 +355,27 @@ def resolve_model(
     """The local bundle directory for a model name, downloading it when it is a hub repo.
 
     Takes the same arguments as `load_model` and returns the directory it would load.
+
+    Returns
+    -------
+    `pathlib.Path`
+        A bundle directory: the embedded default's, the given directory, or the
+        verified snapshot of a hub repository in the cache.
+
+    Raises
+    ------
+    ModelNotFoundError, HubError
+        As `load_model`.
+
+    Examples
+    --------
+    >>> from astro_spt.hub import resolve_model
+    >>> path = resolve_model()  # the embedded default: no network, no download
+    >>> path.name, sorted(p.name for p in path.iterdir())
+    ('default_model', ['README.md', 'config.json', 'model.safetensors', 'pca.safetensors'])
+    >>> resolve_model(path) == path  # a bundle directory is returned as it is
+    True
+    >>> path = resolve_model("astro-spt/example", revision="v1")  # doctest: +SKIP
     """
     if name_or_path is None:
         if conf.hub_repo:
@@ -424,9 +456,20 @@ def load_model(
 
     Examples
     --------
+    >>> import tempfile
     >>> import astro_spt
+    >>> model = astro_spt.load_model()  # the embedded default: no network
+    >>> model.name, model.label_names
+    ('astro_spt embedded default', ('age', 'mass'))
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     path = model.save_pretrained(f"{tmp}/my-bundle")
+    ...     local = astro_spt.load_model(path)  # a bundle directory
+    >>> local.name == str(path)
+    True
+
+    A hub repository, pinned to a revision (fetched once, then read from the cache):
+
     >>> model = astro_spt.load_model("astro-spt/example", revision="v1")  # doctest: +SKIP
-    >>> model = astro_spt.load_model("path/to/bundle")  # doctest: +SKIP
     """
     path = resolve_model(
         name_or_path,
@@ -474,6 +517,24 @@ def push_bundle(
     ------
     HubError
         The hub refused or could not be reached.
+
+    Examples
+    --------
+    Record what the bundle was trained on, and let a fresh model card be rendered (it
+    names the repository in its usage example); publishing needs a network connection
+    and a Hugging Face token with write access:
+
+    >>> import astro_spt
+    >>> from astro_spt.hub import push_bundle
+    >>> from astro_spt.model_card import render_model_card
+    >>> model = astro_spt.load_model()
+    >>> model.provenance["data"] = "my LAMOST giants with asteroseismic labels"
+    >>> model.model_card = None
+    >>> card = render_model_card(model.to_config(), repo_id="your-name/lamost-age-mass")
+    >>> print(next(line for line in card.splitlines() if "load_model(" in line))
+    model = astro_spt.load_model("your-name/lamost-age-mass", revision="<commit>")
+    >>> commit = push_bundle(model, "your-name/lamost-age-mass", private=True)  # doctest: +SKIP
+    >>> model = astro_spt.load_model("your-name/lamost-age-mass", revision=commit)  # doctest: +SKIP
     """
     from huggingface_hub import CommitOperationAdd, HfApi
 
