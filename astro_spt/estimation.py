@@ -17,7 +17,7 @@ from . import flags as _flags
 from .conf import conf
 from .exceptions import AstroSPTError, AstroSPTWarning
 
-__all__ = ["estimate", "expand_inputs", "iter_preprocessed"]
+__all__ = ["estimate", "expand_inputs", "iter_preprocessed", "preprocess_inputs"]
 
 # Every PCA projection and network call runs on blocks of exactly this many rows (the
 # last block padded). BLAS/oneDNN kernels take different code paths for different
@@ -371,14 +371,14 @@ def iter_preprocessed(items, config, *, batch_size, strict=False, redshift=None,
     that could not be read is in ``messages`` and not in ``rows``.
 
     This is the reading and preprocessing loop of `estimate`, for code that needs the
-    preprocessed spectra themselves (e.g. to build a training set).
+    preprocessed spectra themselves batch by batch; `preprocess_inputs` collects them
+    into one result.
 
     Parameters
     ----------
-    items : list
-        The inputs as internal records, made by ``astro_spt.estimation._expand`` from
-        anything `estimate` accepts (the ``(source, input)`` pairs of `expand_inputs`
-        are not accepted).
+    items
+        Anything `estimate` accepts: spectra, lists of them, file paths, folders, glob
+        patterns. Rows are numbered in the order `expand_inputs` lists them.
     config : `~astro_spt.preprocess.PreprocessConfig`
         Preprocessing settings, e.g. a model's
         `~astro_spt.bundle.EstimatorBundle.preprocess_settings`.
@@ -386,10 +386,10 @@ def iter_preprocessed(items, config, *, batch_size, strict=False, redshift=None,
         Inputs read and preprocessed at a time.
     strict : bool, optional
         Raise on the first unreadable input instead of reporting it in ``messages``.
-    redshift : array-like, shape (len(items),), optional
+    redshift : array-like, shape (n_inputs,), optional
         Redshift of each input, overriding what the spectra carry.
     starts : iterable of int, optional
-        First row of each batch; default ``range(0, len(items), batch_size)``.
+        First row of each batch; default ``range(0, n_inputs, batch_size)``.
 
     Yields
     ------
@@ -402,12 +402,11 @@ def iter_preprocessed(items, config, *, batch_size, strict=False, redshift=None,
     --------
     The six example spectra and a missing file, in batches of four:
 
-    >>> from astro_spt.estimation import _expand, iter_preprocessed
+    >>> from astro_spt.estimation import iter_preprocessed
     >>> from astro_spt.io import example_files
     >>> from astro_spt.preprocess import PreprocessConfig
-    >>> items = _expand([*example_files(), "no/such/file.fits"])
     >>> for rows, result, obsids, messages in iter_preprocessed(
-    ...     items, PreprocessConfig(), batch_size=4
+    ...     [*example_files(), "no/such/file.fits"], PreprocessConfig(), batch_size=4
     ... ):
     ...     print(rows.tolist(), result.flux.shape, obsids, sorted(messages))
     [0, 1, 2, 3] (4, 4096) {} []
@@ -417,6 +416,8 @@ def iter_preprocessed(items, config, *, batch_size, strict=False, redshift=None,
     """
     from .preprocess import preprocess
 
+    if not (isinstance(items, list) and all(isinstance(item, _Item) for item in items)):
+        items = _expand(items)
     if starts is None:
         starts = range(0, len(items), batch_size)
     for start in starts:
@@ -511,3 +512,79 @@ def _progress(iterable):
     except ImportError:  # pragma: no cover - tqdm is optional
         return iterable
     return tqdm(iterable, desc="estimating", unit="batch")
+
+
+def preprocess_inputs(
+    spectra, config=None, *, batch_size: int = 256, strict: bool = False, redshift=None
+):
+    """Read and preprocess inputs into one `~astro_spt.preprocess.PreprocessResult`.
+
+    Unlike `astro_spt.preprocess.preprocess`, this takes everything `estimate` takes,
+    files included, and a file that cannot be read does not stop the others: its row has
+    NaN flux, ``mask`` set everywhere and the ``unreadable`` flag, and ``messages`` says
+    why. Rows are in input order (the order `expand_inputs` lists them). Use it to build
+    a training set (`astro_spt.train` does) or to look at what a model sees.
+
+    Parameters
+    ----------
+    spectra
+        Anything `estimate` accepts: spectra, lists of them, file paths, folders, glob
+        patterns.
+    config : `~astro_spt.preprocess.PreprocessConfig`, optional
+        Preprocessing settings; default ``PreprocessConfig()``.
+    batch_size : int, optional
+        Inputs read and preprocessed at a time; memory grows with it.
+    strict : bool, optional
+        Raise on the first input that cannot be read or preprocessed.
+    redshift : array-like, shape (n_inputs,), optional
+        Redshift of each input, overriding what the spectra carry.
+
+    Returns
+    -------
+    result : `~astro_spt.preprocess.PreprocessResult`
+
+    Examples
+    --------
+    >>> from astro_spt import flags
+    >>> from astro_spt.estimation import preprocess_inputs
+    >>> from astro_spt.io import example_files
+    >>> result = preprocess_inputs([*example_files()[:2], "no/such/file.fits"])
+    >>> result.flux.shape
+    (3, 4096)
+    >>> [flags.decode_flags(f) for f in result.flags]
+    [['missing_values', 'repaired_pixels'], ['missing_values', 'repaired_pixels'], ['unreadable']]
+    >>> sorted(result.messages)
+    [2]
+    """
+    import astropy.units as u
+
+    from .preprocess import PreprocessConfig, PreprocessResult, make_wavelength_grid
+
+    config = PreprocessConfig() if config is None else config
+    items = _expand(spectra)
+    n = len(items)
+    wavelength = make_wavelength_grid(config.grid) * u.AA
+    n_pixels = len(wavelength)
+    arrays = {
+        "flux": np.full((n, n_pixels), np.nan, np.float32),
+        "flags": np.zeros(n, _flags.FLAG_DTYPE),
+        "ivar": np.zeros((n, n_pixels), np.float32),
+        "mask": np.ones((n, n_pixels), bool),
+        "n_repaired": np.zeros(n, int),
+        "snr": np.full(n, np.nan),
+        "coverage": np.zeros(n),
+        "redshift": np.full(n, np.nan),
+    }
+    if redshift is not None:
+        redshift = np.broadcast_to(np.asarray(redshift, dtype=float), (n,))
+    messages = {}
+    for rows, result, _, batch_messages in iter_preprocessed(
+        items, config, batch_size=batch_size, strict=strict, redshift=redshift
+    ):
+        messages |= batch_messages
+        for row in set(batch_messages) - set(rows.tolist()):
+            arrays["flags"][row] |= _flags.UNREADABLE
+        if result is not None:
+            for name, values in arrays.items():
+                values[rows] = getattr(result, name)
+    return PreprocessResult(wavelength=wavelength, config=config, messages=messages, **arrays)

@@ -153,40 +153,6 @@ def label_array(labels):
     return np.stack([np.asarray(getattr(labels[n], "value", labels[n]), float) for n in LABELS], 1)
 
 
-def preprocess_files(paths, config, batch_size=256):
-    """Read and preprocess files into one PreprocessResult (rows in input order).
-
-    Rows that cannot be read stay NaN and get the ``unreadable`` flag, as in
-    `astro_spt.train`.
-    """
-    from astro_spt import flags as _flags
-    from astro_spt.estimation import _expand, iter_preprocessed
-    from astro_spt.preprocess import PreprocessResult, make_wavelength_grid
-
-    items = _expand(list(paths))
-    n, n_pixels = len(items), len(make_wavelength_grid(config.grid))
-    arrays = {
-        "flux": np.full((n, n_pixels), np.nan, np.float32),
-        "flags": np.zeros(n, _flags.FLAG_DTYPE),
-        "ivar": np.zeros((n, n_pixels), np.float32),
-        "mask": np.ones((n, n_pixels), bool),
-        "n_repaired": np.zeros(n, int),
-        "snr": np.full(n, np.nan),
-        "coverage": np.zeros(n),
-        "redshift": np.full(n, np.nan),
-    }
-    wavelength, messages = None, {}
-    for rows, result, _, batch_messages in iter_preprocessed(items, config, batch_size=batch_size):
-        messages |= batch_messages
-        for row in set(batch_messages) - set(rows.tolist()):
-            arrays["flags"][row] |= _flags.UNREADABLE
-        if result is not None:
-            wavelength = result.wavelength
-            for name, values in arrays.items():
-                values[rows] = getattr(result, name)
-    return PreprocessResult(wavelength=wavelength, config=config, messages=messages, **arrays)
-
-
 def take(result, rows):
     """The rows ``rows`` of a PreprocessResult."""
     per_row = ("flux", "flags", "ivar", "mask", "n_repaired", "snr", "coverage", "redshift")
@@ -282,6 +248,7 @@ def main():
 
     import astro_spt
     from astro_spt.baselines import format_table, paper_table, run_baselines
+    from astro_spt.estimation import preprocess_inputs
     from astro_spt.metrics import metrics_table
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
@@ -293,7 +260,7 @@ def main():
     times = {}
 
     start = time.perf_counter()
-    result = preprocess_files(paths, preprocess_config())
+    result = preprocess_inputs(paths, preprocess_config())
     times["preprocess"] = time.perf_counter() - start
     log(f"read and preprocessed {len(paths)} spectra in {times['preprocess']:.0f} s")
     split = benchmark_split(result, y, config)
@@ -342,7 +309,7 @@ def main():
     from astro_spt.baselines import _DISPLAY
     from astro_spt.pca import PCABasis
 
-    continuum = preprocess_files(paths, preprocess_config(CONTINUUM_PREPROCESS))
+    continuum = preprocess_inputs(paths, preprocess_config(CONTINUUM_PREPROCESS))
     pca = PCABasis.fit(continuum.flux[i_fit], n_components=143)
     inputs = {
         "": (x_fit, x_test),

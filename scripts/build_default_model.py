@@ -40,28 +40,16 @@ def log(message):
 
 
 def preprocess_files(paths, config, batch_size=256):
-    """Read and preprocess files into one PreprocessResult (rows in input order)."""
-    import dataclasses
+    """Read and preprocess the mock files into one PreprocessResult (rows in input order).
 
-    from astro_spt.estimation import _expand, iter_preprocessed
-    from astro_spt.preprocess import PreprocessResult
+    Every mock file must be readable: a failure means the mock sample is broken.
+    """
+    from astro_spt.estimation import preprocess_inputs
 
-    items = _expand(list(paths))
-    parts = []
-    for rows, result, _, messages in iter_preprocessed(items, config, batch_size=batch_size):
-        if result is None or len(rows) != len(result.flux) or set(messages) - set(rows):
-            raise RuntimeError(f"mock spectra could not be read: {messages}")
-        parts.append(result)
-    merged = {}
-    for f in dataclasses.fields(PreprocessResult):
-        values = [getattr(p, f.name) for p in parts]
-        if f.name == "messages":
-            merged[f.name] = {}
-        elif f.name in ("wavelength", "config"):
-            merged[f.name] = values[0]
-        else:
-            merged[f.name] = np.concatenate(values)
-    return PreprocessResult(**merged)
+    result = preprocess_inputs(list(paths), config, batch_size=batch_size)
+    if result.messages:
+        raise RuntimeError(f"mock spectra could not be read: {result.messages}")
+    return result
 
 
 EXTRA_CARD = """\

@@ -13,8 +13,9 @@ from specutils import Spectrum, SpectrumList
 
 import astro_spt
 from astro_spt import flags
-from astro_spt.estimation import estimate, expand_inputs
+from astro_spt.estimation import estimate, expand_inputs, iter_preprocessed, preprocess_inputs
 from astro_spt.exceptions import AstroSPTError
+from astro_spt.preprocess import PreprocessConfig, preprocess
 
 
 def values_equal(a, b, columns=("age", "age_err", "mass", "mass_err")):
@@ -104,6 +105,33 @@ def test_bad_inputs_give_nan_rows_and_flags(lamost_files, untrained_bundle, tmp_
     assert values_equal(table[~broken], alone)
     with pytest.raises(AstroSPTError, match=r"missing\.fits"):
         estimate([lamost_files[0], str(tmp_path / "missing.fits")], untrained_bundle, strict=True)
+
+
+def test_preprocess_inputs_keeps_rows_in_order_and_flags_unreadable(lamost_files, tmp_path):
+    missing = str(tmp_path / "missing.fits")
+    inputs = [lamost_files[0], missing, lamost_files[1], lamost_files[2]]
+    result = preprocess_inputs(inputs, batch_size=2)
+    direct = preprocess([Spectrum.read(f) for f in (lamost_files[0], *lamost_files[1:3])])
+    assert result.flux.shape == (4, len(result.wavelength))
+    assert result.wavelength.unit == u.AA
+    assert np.isnan(result.flux[1]).all() and result.mask[1].all() and result.ivar[1].max() == 0
+    assert result.flags[1] == flags.UNREADABLE and list(result.messages) == [1]
+    assert "missing.fits" in result.messages[1]
+    np.testing.assert_array_equal(result.flux[[0, 2, 3]], direct.flux)
+    np.testing.assert_array_equal(result.flags[[0, 2, 3]], direct.flags)
+    np.testing.assert_array_equal(result.snr[[0, 2, 3]], direct.snr)
+    with pytest.raises(AstroSPTError, match=r"missing\.fits"):
+        preprocess_inputs(inputs, strict=True)
+
+
+def test_iter_preprocessed_takes_what_estimate_takes(lamost_files, tmp_path):
+    folder = tmp_path / "spectra"
+    folder.mkdir()
+    for f in lamost_files[:3]:
+        shutil.copy(f, folder)
+    batches = list(iter_preprocessed(str(folder), PreprocessConfig(), batch_size=2))
+    assert [rows.tolist() for rows, *_ in batches] == [[0, 1], [2]]
+    assert all(result.flux.shape[0] == len(rows) for rows, result, *_ in batches)
 
 
 def test_results_do_not_depend_on_batching(lamost_files, untrained_bundle):
