@@ -977,6 +977,13 @@ def write_mock_spectra(
     >>> mock.meta["obsid"], mock.meta["data_release"], mock.meta["header"]["MOCKTEFF"]
     (1160789, 'DR10 MOCK', 4773.0)
     """
+    if len(templates) == 0 or len(snr_pool) == 0 or len(redshift_pool) == 0:
+        raise ValueError(
+            "write_mock_spectra needs at least one template, S/N and redshift; got "
+            f"{len(templates)} templates, {len(snr_pool)} S/N values and "
+            f"{len(redshift_pool)} redshifts (select_templates keeps giants with S/N >= 20 "
+            "and at least 95 % of pixels unmasked)"
+        )
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     template_teff = np.array([float(t.meta["teff"]) for t in templates])

@@ -276,6 +276,8 @@ def test_mock_spectra_read_back_as_lamost_files(real_giants, tmp_path, shared_da
     )
     name = written["file"][1]
     assert (tmp_path / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    with pytest.raises(ValueError, match="at least one template"):
+        write_mock_spectra(catalog, emulator, [], labels["snrg"], labels["redshift"], tmp_path)
 
     kic = int(catalog["kic"][0])
     with fits.open(tmp_path / written["file"][0]) as hdul:
