@@ -111,6 +111,21 @@ class BaselineModel:
         original label units.
     params : dict
         The hyper-parameters the regressors were built with.
+
+    Examples
+    --------
+    Made by `fit_baseline`:
+
+    >>> import numpy as np
+    >>> from astro_spt.baselines import fit_baseline
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.normal(size=(200, 4))  # e.g. PCA coefficients
+    >>> y = np.column_stack([8 + 2 * x[:, 0], 1.2 + 0.2 * x[:, 1]])  # e.g. age, mass
+    >>> model = fit_baseline("random_forest", x, y, n_estimators=20, n_jobs=1)
+    >>> model.name, model.n_outputs, len(model.estimators)
+    ('random_forest', 2, 1)
+    >>> model.predict(x[:5]).shape
+    (5, 2)
     """
 
     name: str
@@ -121,10 +136,42 @@ class BaselineModel:
 
     @property
     def n_outputs(self) -> int:
+        """Number of labels the model predicts.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from astro_spt.baselines import fit_baseline
+        >>> x = np.arange(40.0).reshape(20, 2)
+        >>> fit_baseline("random_forest", x, x[:, 0], n_estimators=5, n_jobs=1).n_outputs
+        1
+        """
         return len(self.y_mean)
 
     def predict(self, x) -> np.ndarray:
-        """Predicted labels, shape (N, n_outputs), in the units of the training labels."""
+        """Predicted labels, shape (N, n_outputs), in the units of the training labels.
+
+        Parameters
+        ----------
+        x : array-like, shape (N, n_features)
+            Inputs, the same features as in training.
+
+        Returns
+        -------
+        `~numpy.ndarray`, shape (N, n_outputs)
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from astro_spt.baselines import fit_baseline
+        >>> rng = np.random.default_rng(0)
+        >>> x = rng.normal(size=(200, 4))
+        >>> age = 8 + 2 * x[:, 0]  # Gyr
+        >>> model = fit_baseline("random_forest", x, age, n_estimators=20, n_jobs=1)
+        >>> pred = model.predict(x[:5])
+        >>> pred.shape, bool(np.all((pred > 2) & (pred < 14)))  # in Gyr, like the labels
+        ((5, 1), True)
+        """
         x = _features(x)
         if len(self.estimators) == 1:
             z = np.asarray(self.estimators[0].predict(x), dtype=float).reshape(len(x), -1)

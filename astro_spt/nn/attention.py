@@ -76,6 +76,27 @@ class MultiHeadHSA(nn.Module):
         self.out = nn.Linear(d_model, d_model, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Attend over the features of every input vector.
+
+        Parameters
+        ----------
+        x : `torch.Tensor`, shape (..., d_model)
+            Input vectors; any leading dimensions.
+
+        Returns
+        -------
+        `torch.Tensor`, shape (..., d_model)
+
+        Examples
+        --------
+        >>> import torch
+        >>> from astro_spt.nn import MultiHeadHSA
+        >>> hsa = MultiHeadHSA(d_model=16, n_heads=4)
+        >>> hsa(torch.randn(3, 16)).shape  # one vector per spectrum
+        torch.Size([3, 16])
+        >>> hsa(torch.randn(2, 10, 16)).shape  # or a batch of 10-token sequences
+        torch.Size([2, 10, 16])
+        """
         lead = x.shape[:-1]
         q, k, v = self.qkv(x).view(*lead, 3, self.n_heads, self.d_head).unbind(dim=-3)
         scores = self.d_head * (torch.softmax(q, dim=-1) * torch.softmax(k, dim=-1))
@@ -83,4 +104,16 @@ class MultiHeadHSA(nn.Module):
         return self.out(heads.reshape(*lead, self.d_model))
 
     def extra_repr(self) -> str:
+        """The settings shown in the module's repr.
+
+        Examples
+        --------
+        >>> from astro_spt.nn import MultiHeadHSA
+        >>> print(MultiHeadHSA(d_model=16, n_heads=4))
+        MultiHeadHSA(
+          n_heads=4, scale=4.0, activation='enhanced_softmax'
+          (qkv): Linear(in_features=16, out_features=48, bias=True)
+          (out): Linear(in_features=16, out_features=16, bias=True)
+        )
+        """
         return f"n_heads={self.n_heads}, scale={self.scale}, activation={self.activation!r}"

@@ -66,13 +66,68 @@ class MahalanobisLoss(nn.Module):
 
     @classmethod
     def from_labels(cls, labels, **kwargs) -> "MahalanobisLoss":
-        """A loss whose covariance is that of the given training labels (N, D)."""
+        """A loss whose covariance is that of the given training labels (N, D).
+
+        Parameters
+        ----------
+        labels : array-like or `torch.Tensor`, shape (N, D)
+            Training labels in the units the network predicts, N >= 2.
+        **kwargs
+            Other arguments of `MahalanobisLoss` (``squared``, ``eps``, ``reduction``).
+
+        Returns
+        -------
+        `MahalanobisLoss`
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from astro_spt.nn import MahalanobisLoss
+        >>> rng = np.random.default_rng(0)
+        >>> labels = rng.normal([5.0, 1.2], [2.0, 0.3], size=(1000, 2))  # e.g. age, mass
+        >>> loss = MahalanobisLoss.from_labels(labels)
+        >>> [round(v, 1) for v in loss.covariance.diagonal().tolist()]
+        [4.2, 0.1]
+        >>> MahalanobisLoss.from_labels(labels, squared=True).squared
+        True
+        """
         y = np.asarray(labels.detach().cpu() if torch.is_tensor(labels) else labels, float)
         if y.ndim != 2 or y.shape[0] < 2:
             raise ValueError(f"labels must have shape (N >= 2, D), got {y.shape}")
         return cls(np.atleast_2d(np.cov(y, rowvar=False)), **kwargs)
 
     def forward(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The loss between predictions and labels.
+
+        Parameters
+        ----------
+        prediction, target : `torch.Tensor`, shape (..., D)
+            Predicted and true labels, of the same shape.
+
+        Returns
+        -------
+        `torch.Tensor`
+            A scalar for ``reduction="mean"`` or ``"sum"``; one value per sample, shape
+            (...), for ``"none"``.
+
+        Raises
+        ------
+        ValueError
+            If the shapes differ or do not have D labels.
+
+        Examples
+        --------
+        >>> import torch
+        >>> from astro_spt.nn import MahalanobisLoss
+        >>> covariance = [[4.0, 0.0], [0.0, 1.0]]  # label 0 spreads twice as wide
+        >>> prediction = torch.tensor([[2.0, 0.0], [2.0, 1.0]])
+        >>> target = torch.zeros(2, 2)
+        >>> loss = MahalanobisLoss(covariance, reduction="none")
+        >>> [round(v, 3) for v in loss(prediction, target).tolist()]
+        [1.0, 1.414]
+        >>> round(MahalanobisLoss(covariance)(prediction, target).item(), 3)  # the mean
+        1.207
+        """
         if prediction.shape != target.shape or prediction.shape[-1] != self.precision.shape[0]:
             raise ValueError(
                 f"prediction {tuple(prediction.shape)} and target {tuple(target.shape)} must "

@@ -23,6 +23,26 @@ class MCPrediction:
         The passes themselves, when asked for.
     seed : int
         The seed the masks were drawn with (pass it again to reproduce the run).
+
+    Examples
+    --------
+    Returned by `mc_predict`:
+
+    >>> import torch
+    >>> from astro_spt.nn import SpectralTransformer, mc_predict
+    >>> net = SpectralTransformer(n_inputs=8, d_model=16, n_heads=2, n_blocks=1).eval()
+    >>> x = torch.randn(4, 8)
+    >>> pred = mc_predict(net, x, n_samples=20, tau=10.0, return_samples=True)
+    >>> pred.mean.shape, pred.covariance.shape, pred.samples.shape
+    (torch.Size([4, 2]), torch.Size([4, 2, 2]), torch.Size([4, 20, 2]))
+    >>> pred.std.shape  # predictive standard deviations
+    torch.Size([4, 2])
+
+    Its ``seed`` reproduces the run:
+
+    >>> again = mc_predict(net, x, n_samples=20, tau=10.0, seed=pred.seed)
+    >>> torch.equal(again.mean, pred.mean)
+    True
     """
 
     mean: torch.Tensor
@@ -32,7 +52,19 @@ class MCPrediction:
 
     @property
     def std(self) -> torch.Tensor:
-        """Square roots of the diagonal of the covariance, shape (N, D)."""
+        """Square roots of the diagonal of the covariance, shape (N, D).
+
+        Examples
+        --------
+        >>> import torch
+        >>> from astro_spt.nn import SpectralTransformer, mc_predict
+        >>> net = SpectralTransformer(n_inputs=8, d_model=16, n_heads=2, n_blocks=1).eval()
+        >>> pred = mc_predict(net, torch.randn(4, 8), n_samples=20, tau=10.0, seed=1)
+        >>> pred.std.shape
+        torch.Size([4, 2])
+        >>> bool((pred.std >= 10.0**-0.5).all())  # never below the floor, tau ** -0.5
+        True
+        """
         return torch.sqrt(torch.diagonal(self.covariance, dim1=-2, dim2=-1))
 
 

@@ -45,6 +45,32 @@ class MCDropout(nn.Module):
         self.mask = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply the dropout: random in training mode, the MC masks, or the identity.
+
+        Parameters
+        ----------
+        x : `torch.Tensor`, shape (..., n_units)
+            The layer's input.
+
+        Returns
+        -------
+        `torch.Tensor`
+            Same shape as ``x``; kept units are scaled by ``1 / (1 - p)``.
+
+        Examples
+        --------
+        >>> import torch
+        >>> from astro_spt.nn import MCDropout
+        >>> drop = MCDropout(0.5, n_units=4)
+        >>> x = torch.ones(1000, 4)
+        >>> sorted(drop.train()(x).unique().tolist())  # training: dropped or scaled by 2
+        [0.0, 2.0]
+        >>> bool(torch.equal(drop.eval()(x), x))  # evaluation: the identity
+        True
+        >>> drop.mask = torch.tensor([[True, False, True, True]])  # as mc_predict sets it
+        >>> drop(x)[0].tolist()
+        [2.0, 0.0, 2.0, 2.0]
+        """
         if self.mask is not None:
             return x * self.mask.to(x.dtype) * (1.0 / (1.0 - self.p))
         if self.training and self.p > 0:
@@ -52,6 +78,14 @@ class MCDropout(nn.Module):
         return x
 
     def extra_repr(self) -> str:
+        """The settings shown in the module's repr.
+
+        Examples
+        --------
+        >>> from astro_spt.nn import MCDropout
+        >>> MCDropout(0.1, n_units=16)
+        MCDropout(p=0.1, n_units=16)
+        """
         return f"p={self.p}, n_units={self.n_units}"
 
 
@@ -105,10 +139,56 @@ class SPTBlock(nn.Module):
         self.drop2 = MCDropout(dropout, d_model)
 
     def attend(self, x: torch.Tensor) -> torch.Tensor:
-        """The attention branch, ``HSA(BN(x))``, before its dropout."""
+        """The attention branch, ``HSA(BN(x))``, before its dropout.
+
+        `SpectralTransformer.forward_shared` computes it once per spectrum for Monte
+        Carlo prediction and hands it to `forward` as ``attended``.
+
+        Parameters
+        ----------
+        x : `torch.Tensor`, shape (N, d_model)
+            The block's input.
+
+        Returns
+        -------
+        `torch.Tensor`, shape (N, d_model)
+
+        Examples
+        --------
+        >>> import torch
+        >>> from astro_spt.nn import SPTBlock
+        >>> block = SPTBlock(d_model=16, n_heads=4, d_ff=32).eval()
+        >>> x = torch.randn(5, 16)
+        >>> attended = block.attend(x)
+        >>> attended.shape
+        torch.Size([5, 16])
+        >>> torch.allclose(block(x, attended), block(x))
+        True
+        """
         return self.attention(self.norm1(x))
 
     def forward(self, x: torch.Tensor, attended: torch.Tensor | None = None) -> torch.Tensor:
+        """Apply the block: ``x + HSA(BN(x))`` then ``x + FFN(BN(x))``.
+
+        Parameters
+        ----------
+        x : `torch.Tensor`, shape (N, d_model)
+            The block's input, one vector per spectrum.
+        attended : `torch.Tensor` or None, optional
+            The output of `attend` for this ``x``, when already computed.
+
+        Returns
+        -------
+        `torch.Tensor`, shape (N, d_model)
+
+        Examples
+        --------
+        >>> import torch
+        >>> from astro_spt.nn import SPTBlock
+        >>> block = SPTBlock(d_model=16, n_heads=4, d_ff=32).eval()
+        >>> block(torch.randn(5, 16)).shape
+        torch.Size([5, 16])
+        """
         if attended is None:
             attended = self.attend(x)
         x = x + self.drop1(attended)
@@ -240,7 +320,24 @@ class SpectralTransformer(nn.Module):
         self.reset_parameters(init_std)
 
     def reset_parameters(self, std: float = 0.02) -> None:
-        """Truncated-normal weights (±2σ), zero biases, unit BatchNorm scales."""
+        """Truncated-normal weights (±2σ), zero biases, unit BatchNorm scales.
+
+        Called by the constructor with ``init_std``; call it again to start afresh.
+
+        Parameters
+        ----------
+        std : float, optional
+            Standard deviation σ of the linear layers' weights, truncated at ±2σ.
+
+        Examples
+        --------
+        >>> from astro_spt.nn import SpectralTransformer
+        >>> net = SpectralTransformer(n_inputs=8, d_model=16, n_heads=2, n_blocks=1)
+        >>> net.reset_parameters(std=0.01)
+        >>> weight, bias = net.embed.weight.detach(), net.embed.bias.detach()
+        >>> bool(weight.abs().max() <= 0.02), bool((bias == 0).all())  # within ±2σ, zero
+        (True, True)
+        """
         for module in self.modules():
             if isinstance(module, nn.Linear):
                 nn.init.trunc_normal_(module.weight, std=std, a=-2 * std, b=2 * std)
@@ -257,12 +354,68 @@ class SpectralTransformer(nn.Module):
             )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Predict the (scaled) labels of a batch of spectra from their PCA coefficients.
+
+        In evaluation mode the pass is deterministic; `~astro_spt.nn.mc_predict` makes
+        it stochastic for Monte Carlo dropout.
+
+        Parameters
+        ----------
+        x : `torch.Tensor`, shape (N, n_inputs)
+            PCA coefficients, one row per spectrum.
+
+        Returns
+        -------
+        `torch.Tensor`, shape (N, n_outputs)
+
+        Raises
+        ------
+        ValueError
+            If ``x`` is not of shape (N, n_inputs).
+
+        Examples
+        --------
+        >>> import torch
+        >>> from astro_spt.nn import SpectralTransformer
+        >>> net = SpectralTransformer(n_inputs=8, d_model=16, n_heads=2, n_blocks=1).eval()
+        >>> with torch.no_grad():
+        ...     y = net(torch.randn(4, 8))
+        >>> y.shape
+        torch.Size([4, 2])
+        """
         return self.forward_stochastic(*self.forward_shared(x))
 
     # Monte Carlo prediction runs forward_shared once per spectrum and
     # forward_stochastic once per pass: the split sits at the first dropout layer.
     def forward_shared(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """The deterministic part of the network, before its first dropout layer."""
+        """The deterministic part of the network, before its first dropout layer.
+
+        Parameters
+        ----------
+        x : `torch.Tensor`, shape (N, n_inputs)
+            PCA coefficients.
+
+        Returns
+        -------
+        tuple of `torch.Tensor`
+            What `forward_stochastic` takes: with ``dropout_position="head"`` one tensor,
+            the normalised backbone output (N, d_model); with ``"all"`` two, the
+            embedding and the first block's attention branch (`SPTBlock.attend`).
+
+        Examples
+        --------
+        >>> import torch
+        >>> from astro_spt.nn import SpectralTransformer
+        >>> x = torch.randn(4, 8)
+        >>> net = SpectralTransformer(n_inputs=8, d_model=16, n_heads=2, n_blocks=1).eval()
+        >>> [t.shape for t in net.forward_shared(x)]
+        [torch.Size([4, 16])]
+        >>> net_all = SpectralTransformer(
+        ...     n_inputs=8, d_model=16, n_heads=2, n_blocks=1, dropout_position="all"
+        ... ).eval()
+        >>> len(net_all.forward_shared(x))
+        2
+        """
         self._check_input(x)
         h = self.embed(x)
         if self.hparams["dropout_position"] == "all":
@@ -272,7 +425,28 @@ class SpectralTransformer(nn.Module):
         return (self.norm(h),)
 
     def forward_stochastic(self, *shared: torch.Tensor) -> torch.Tensor:
-        """The rest of the network, from the output of `forward_shared`."""
+        """The rest of the network, from the output of `forward_shared`.
+
+        Parameters
+        ----------
+        *shared : `torch.Tensor`
+            The tensors returned by `forward_shared` (repeated T times along the batch
+            axis by Monte Carlo prediction).
+
+        Returns
+        -------
+        `torch.Tensor`, shape (N, n_outputs)
+
+        Examples
+        --------
+        >>> import torch
+        >>> from astro_spt.nn import SpectralTransformer
+        >>> net = SpectralTransformer(n_inputs=8, d_model=16, n_heads=2, n_blocks=1).eval()
+        >>> x = torch.randn(4, 8)
+        >>> y = net.forward_stochastic(*net.forward_shared(x))
+        >>> y.shape, torch.allclose(y, net(x))
+        (torch.Size([4, 2]), True)
+        """
         if self.hparams["dropout_position"] == "all":
             h, attended = shared
             h = self.blocks[0](h, attended)
@@ -284,11 +458,42 @@ class SpectralTransformer(nn.Module):
         return self.head(h)
 
     def stochastic_layers(self) -> list[MCDropout]:
-        """The dropout layers that make a pass stochastic, in forward order."""
+        """The dropout layers that make a pass stochastic, in forward order.
+
+        Layers with ``p = 0`` are left out.
+
+        Returns
+        -------
+        list of `MCDropout`
+
+        Examples
+        --------
+        >>> from astro_spt.nn import SpectralTransformer
+        >>> net = SpectralTransformer(n_inputs=8, d_model=16, n_heads=2, n_blocks=1)
+        >>> net.stochastic_layers()  # dropout_position="head": the MLP head only
+        [MCDropout(p=0.1, n_units=16), MCDropout(p=0.1, n_units=8)]
+        >>> net_all = SpectralTransformer(
+        ...     n_inputs=8, d_model=16, n_heads=2, n_blocks=1, dropout_position="all"
+        ... )
+        >>> len(net_all.stochastic_layers())  # also two in every block
+        4
+        """
         return [m for m in self.modules() if isinstance(m, MCDropout) and m.p > 0]
 
     def count_parameters(self) -> int:
-        """Number of trainable parameters."""
+        """Number of trainable parameters.
+
+        Returns
+        -------
+        int
+
+        Examples
+        --------
+        >>> from astro_spt.nn import SpectralTransformer
+        >>> net = SpectralTransformer(n_inputs=8, d_model=16, n_heads=2, n_blocks=1)
+        >>> net.count_parameters()
+        3610
+        """
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
 
     def forward_flops(self) -> int:
@@ -297,6 +502,17 @@ class SpectralTransformer(nn.Module):
         Counts multiply-adds of the linear layers as two operations each; element-wise
         operations (softmaxes, GELU, BatchNorm) are a few per unit and are included as
         rough counts.
+
+        Returns
+        -------
+        int
+
+        Examples
+        --------
+        >>> from astro_spt.nn import SpectralTransformer
+        >>> net = SpectralTransformer(n_inputs=8, d_model=16, n_heads=2, n_blocks=1)
+        >>> net.forward_flops()
+        7664
         """
         hp = self.hparams
         d, f, h = hp["d_model"], hp["d_ff"], hp["head_hidden"]

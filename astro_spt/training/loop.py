@@ -53,6 +53,17 @@ class TrainingConfig:
         real-data benchmark (``docs/benchmarks.rst``).
     seed : int
         Seed of the initialisation, the shuffling and the training dropout.
+
+    Examples
+    --------
+    >>> from astro_spt.training import TrainingConfig
+    >>> config = TrainingConfig(batch_size=64, max_epochs=300)  # the rest: the paper's
+    >>> config.learning_rate, config.patience, config.loss
+    (0.0001, 10, 'mahalanobis')
+    >>> TrainingConfig.from_dict(config.to_dict()) == config
+    True
+
+    Pass it to `fit_network`, or to `train` through `EstimatorConfig`.
     """
 
     learning_rate: float = 1e-4
@@ -78,14 +89,53 @@ class TrainingConfig:
         object.__setattr__(self, "betas", tuple(self.betas))
 
     def to_dict(self) -> dict:
-        """A JSON-serialisable dict of the settings."""
+        """A JSON-serialisable dict of the settings.
+
+        Returns
+        -------
+        dict
+
+        Examples
+        --------
+        >>> import json
+        >>> from astro_spt.training import TrainingConfig
+        >>> d = TrainingConfig(max_epochs=300).to_dict()
+        >>> d["max_epochs"], d["betas"]
+        (300, [0.9, 0.999])
+        >>> text = json.dumps(d)  # e.g. for a provenance record
+        """
         d = asdict(self)
         d["betas"] = list(self.betas)
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainingConfig":
-        """Rebuild from `to_dict` output; unknown keys are an error."""
+        """Rebuild from `to_dict` output; unknown keys are an error.
+
+        Parameters
+        ----------
+        d : dict
+            Settings by field name; missing ones take their defaults.
+
+        Returns
+        -------
+        `TrainingConfig`
+
+        Raises
+        ------
+        ValueError
+            For an unknown key or an invalid value.
+
+        Examples
+        --------
+        >>> from astro_spt.training import TrainingConfig
+        >>> TrainingConfig.from_dict({"batch_size": 64}).batch_size
+        64
+        >>> TrainingConfig.from_dict({"lr": 1e-3})
+        Traceback (most recent call last):
+        ...
+        ValueError: unknown TrainingConfig fields: ['lr']
+        """
         unknown = set(d) - {f.name for f in fields(cls)}
         if unknown:
             raise ValueError(f"unknown TrainingConfig fields: {sorted(unknown)}")
@@ -106,7 +156,40 @@ class TrainingConfig:
 
 @dataclass
 class TrainingHistory:
-    """Per-epoch record of a training run."""
+    """Per-epoch record of a training run, as returned by `fit_network`.
+
+    Attributes
+    ----------
+    train_loss, val_loss : list of float
+        Mean training and validation loss of each epoch.
+    learning_rate : list of float
+        Learning rate of each epoch.
+    best_epoch : int
+        Zero-based epoch of the lowest validation loss.
+    stopped_early : bool
+        Whether early stopping ended the run before ``max_epochs``.
+    averaged_epochs : list of int
+        Epochs whose weights were averaged into the final network.
+    split : dict or None
+        Set by `train`: the indices of the ``train``, ``validation`` and ``test`` spectra.
+    test_metrics : `~astropy.table.Table` or None
+        Set by `train`: the accuracy on the test spectra.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from astro_spt.nn import SpectralTransformer
+    >>> from astro_spt.training import TrainingConfig, fit_network
+    >>> rng = np.random.default_rng(0)
+    >>> x, y = rng.normal(size=(80, 4)), rng.normal(size=(80, 2))
+    >>> net = SpectralTransformer(n_inputs=4, d_model=8, n_heads=2, n_blocks=1)
+    >>> config = TrainingConfig(max_epochs=3)
+    >>> history = fit_network(net, x[:60], y[:60], x[60:], y[60:], config)
+    >>> history.n_epochs, len(history.val_loss), history.stopped_early
+    (3, 3, False)
+    >>> history.learning_rate[0], history.averaged_epochs
+    (0.0001, [0, 1, 2])
+    """
 
     train_loss: list[float] = field(default_factory=list)
     val_loss: list[float] = field(default_factory=list)
@@ -119,10 +202,33 @@ class TrainingHistory:
 
     @property
     def n_epochs(self) -> int:
+        """Number of epochs run.
+
+        Examples
+        --------
+        >>> from astro_spt.training import TrainingHistory
+        >>> TrainingHistory(train_loss=[1.2, 0.9, 0.8], val_loss=[1.1, 1.0, 1.0]).n_epochs
+        3
+        """
         return len(self.train_loss)
 
     def to_dict(self) -> dict:
-        """The per-epoch record as JSON types (without the split and test metrics)."""
+        """The per-epoch record as JSON types (without the split and test metrics).
+
+        Returns
+        -------
+        dict
+
+        Examples
+        --------
+        >>> import json
+        >>> from astro_spt.training import TrainingHistory
+        >>> history = TrainingHistory(train_loss=[1.2, 0.9], val_loss=[1.1, 1.0], best_epoch=1)
+        >>> d = history.to_dict()
+        >>> d["val_loss"], d["best_epoch"], "split" in d
+        ([1.1, 1.0], 1, False)
+        >>> text = json.dumps(d)  # e.g. for a provenance record
+        """
         d = asdict(self)
         d.pop("split")
         d.pop("test_metrics")
@@ -149,7 +255,27 @@ class EarlyStopping:
         self._epoch = -1
 
     def update(self, val_loss: float) -> bool:
-        """Record one epoch's validation loss; True when training should stop."""
+        """Record one epoch's validation loss; True when training should stop.
+
+        Parameters
+        ----------
+        val_loss : float
+            The epoch's validation loss.
+
+        Returns
+        -------
+        bool
+            Whether ``patience`` epochs have passed without an improvement.
+
+        Examples
+        --------
+        >>> from astro_spt.training import EarlyStopping
+        >>> stopper = EarlyStopping(patience=2)
+        >>> stopper.update(3.0), stopper.update(2.0), stopper.update(2.5)
+        (False, False, False)
+        >>> stopper.update(2.1), stopper.best, stopper.best_epoch
+        (True, 2.0, 1)
+        """
         self._epoch += 1
         if val_loss < self.best - self.min_delta:
             self.best, self.best_epoch, self.since_best = val_loss, self._epoch, 0
