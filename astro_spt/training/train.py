@@ -250,28 +250,13 @@ def _label_arrays(labels, label_names):
     return list(label_names), units, np.stack(columns, axis=1)
 
 
-def _preprocess_all(spectra, preprocess_config, batch_size, progress):
-    from ..estimation import _expand, iter_preprocessed
+def _preprocess_all(spectra, preprocess_config, batch_size):
+    from ..estimation import preprocess_inputs
     from ..preprocess import PreprocessResult
 
-    if isinstance(spectra, PreprocessResult):
-        return spectra.flux, spectra.flags
-    from .. import flags as _flags
-    from ..preprocess import make_wavelength_grid
-
-    items = _expand(spectra)
-    n_pixels = len(make_wavelength_grid(preprocess_config.grid))
-    flux = np.full((len(items), n_pixels), np.nan, dtype=np.float32)
-    flags = np.zeros(len(items), dtype=_flags.FLAG_DTYPE)
-    for rows, result, _, messages in iter_preprocessed(
-        items, preprocess_config, batch_size=batch_size
-    ):
-        for row in set(messages) - set(rows.tolist()):
-            flags[row] |= _flags.UNREADABLE
-        if result is not None:
-            flux[rows] = result.flux
-            flags[rows] |= result.flags
-    return flux, flags
+    if not isinstance(spectra, PreprocessResult):
+        spectra = preprocess_inputs(spectra, preprocess_config, batch_size=batch_size)
+    return spectra.flux, spectra.flags
 
 
 def train(
@@ -382,7 +367,7 @@ def train(
         preprocess_config = spectra.config
     preprocess_config = preprocess_config or PreprocessConfig()
     names, units, y = _label_arrays(labels, label_names)
-    flux, flags = _preprocess_all(spectra, preprocess_config, batch_size, progress)
+    flux, flags = _preprocess_all(spectra, preprocess_config, batch_size)
     if len(flux) != len(y):
         raise AstroSPTError(f"{len(flux)} spectra but {len(y)} label rows")
 
