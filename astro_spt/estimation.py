@@ -290,9 +290,6 @@ def estimate(
     device = _resolve_device(device)
     config = bundle.preprocess_settings()
     items = _expand(spectra)
-    redshifts = (
-        None if redshift is None else np.broadcast_to(np.asarray(redshift, float), (len(items),))
-    )
 
     n, n_labels = len(items), len(bundle.labels)
     values = np.full((n, n_labels), np.nan)
@@ -306,7 +303,7 @@ def estimate(
     if progress or (progress is None and len(starts) > 10 and _stderr_is_terminal()):
         starts = _progress(starts)
     for rows_ok, result, batch_obsids, batch_messages in iter_preprocessed(
-        items, config, batch_size=batch_size, strict=strict, redshift=redshifts, starts=starts
+        items, config, batch_size=batch_size, strict=strict, redshift=redshift, starts=starts
     ):
         messages.update(batch_messages)
         for row, obsid in batch_obsids.items():
@@ -386,8 +383,9 @@ def iter_preprocessed(items, config, *, batch_size, strict=False, redshift=None,
         Inputs read and preprocessed at a time.
     strict : bool, optional
         Raise on the first unreadable input instead of reporting it in ``messages``.
-    redshift : array-like, shape (n_inputs,), optional
-        Redshift of each input, overriding what the spectra carry.
+    redshift : float or array-like, shape (n_inputs,), optional
+        Redshift of the inputs (one for all, or one each), overriding what the spectra
+        carry.
     starts : iterable of int, optional
         First row of each batch; default ``range(0, n_inputs, batch_size)``.
 
@@ -418,6 +416,8 @@ def iter_preprocessed(items, config, *, batch_size, strict=False, redshift=None,
 
     if not (isinstance(items, list) and all(isinstance(item, _Item) for item in items)):
         items = _expand(items)
+    if redshift is not None:
+        redshift = np.broadcast_to(np.asarray(redshift, dtype=float), (len(items),))
     if starts is None:
         starts = range(0, len(items), batch_size)
     for start in starts:
@@ -536,8 +536,9 @@ def preprocess_inputs(
         Inputs read and preprocessed at a time; memory grows with it.
     strict : bool, optional
         Raise on the first input that cannot be read or preprocessed.
-    redshift : array-like, shape (n_inputs,), optional
-        Redshift of each input, overriding what the spectra carry.
+    redshift : float or array-like, shape (n_inputs,), optional
+        Redshift of the inputs (one for all, or one each), overriding what the spectra
+        carry.
 
     Returns
     -------
@@ -575,8 +576,6 @@ def preprocess_inputs(
         "coverage": np.zeros(n),
         "redshift": np.full(n, np.nan),
     }
-    if redshift is not None:
-        redshift = np.broadcast_to(np.asarray(redshift, dtype=float), (n,))
     messages = {}
     for rows, result, _, batch_messages in iter_preprocessed(
         items, config, batch_size=batch_size, strict=strict, redshift=redshift

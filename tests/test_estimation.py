@@ -124,6 +124,18 @@ def test_preprocess_inputs_keeps_rows_in_order_and_flags_unreadable(lamost_files
         preprocess_inputs(inputs, strict=True)
 
 
+def test_redshift_override_one_for_all_or_one_each(lamost_files, untrained_bundle):
+    files = lamost_files[:3]
+    assert (preprocess_inputs(files, redshift=0.0).redshift == 0).all()
+    each = preprocess_inputs(files, redshift=[0.0, 1e-3, 2e-3])
+    np.testing.assert_array_equal(each.redshift, [0.0, 1e-3, 2e-3])
+    scalar = estimate(files, untrained_bundle, redshift=0.0)
+    assert values_equal(scalar, estimate(files, untrained_bundle, redshift=[0.0, 0.0, 0.0]))
+    assert not values_equal(scalar, estimate(files, untrained_bundle))
+    with pytest.raises(ValueError):
+        estimate(files, untrained_bundle, redshift=[0.0, 0.0])
+
+
 def test_iter_preprocessed_takes_what_estimate_takes(lamost_files, tmp_path):
     folder = tmp_path / "spectra"
     folder.mkdir()

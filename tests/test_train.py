@@ -24,13 +24,13 @@ CONTINUUM = PreprocessConfig(normalize=NormalizeConfig("continuum"), denoise=Den
 @pytest.fixture(scope="module")
 def lasp(shared_data):
     """Preprocessed DR10 spectra and their LASP Teff, log g, [Fe/H]."""
-    from astro_spt.estimation import _expand, iter_preprocessed
+    from astro_spt.estimation import preprocess_inputs
 
     folder = shared_data / "lamost-lrs" / "dr10"
     table = Table.read(folder / "labels.csv")[:N_SPECTRA]
     paths = [str(folder / "spectra" / name) for name in table["file"]]
-    ((rows, result, _, _),) = iter_preprocessed(_expand(paths), CONTINUUM, batch_size=N_SPECTRA)
-    assert len(rows) == N_SPECTRA
+    result = preprocess_inputs(paths, CONTINUUM, batch_size=N_SPECTRA)
+    assert len(result.flux) == N_SPECTRA and not result.messages  # every file was read
     labels = QTable(
         {
             "teff": table["teff"] * u.K,
