@@ -238,9 +238,11 @@ def main():
     cache = {}
 
     def preprocessed(changes):
+        from astro_spt.estimation import preprocess_inputs
+
         key = json.dumps(changes, sort_keys=True)
         if key not in cache:
-            cache[key] = rl.preprocess_files(paths, rl.preprocess_config(changes))
+            cache[key] = preprocess_inputs(paths, rl.preprocess_config(changes))
             rl.log(f"preprocessed with {changes}")
         return cache[key]
 
