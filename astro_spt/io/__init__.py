@@ -1,7 +1,10 @@
-"""Readers of survey spectra files (LAMOST low-resolution FITS), registered with specutils."""
+"""Readers of survey spectra files (LAMOST low-resolution FITS), registered with specutils.
 
-from .examples import example_files
-from .lamost import LAMOST_LRS_FORMAT, identify_lamost_lrs, read_lamost_lrs, register_lamost_readers
+The names are loaded on first use: ``import astro_spt`` imports this package to install
+the reader registration, and must not pay for `astropy.io.fits` here.
+"""
+
+import importlib
 
 __all__ = [
     "LAMOST_LRS_FORMAT",
@@ -10,3 +13,19 @@ __all__ = [
     "read_lamost_lrs",
     "register_lamost_readers",
 ]
+
+_MODULE_OF = {"example_files": ".examples"} | {
+    name: ".lamost" for name in __all__ if name != "example_files"
+}
+
+
+def __getattr__(name):
+    if name in _MODULE_OF:
+        value = getattr(importlib.import_module(_MODULE_OF[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'astro_spt.io' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))
