@@ -329,7 +329,8 @@ def test_import_is_cheap():
     code = (
         "import sys, time; t = time.perf_counter(); import astro_spt; "
         "dt = time.perf_counter() - t; "
-        "heavy = [m for m in ('torch', 'matplotlib', 'specutils', 'sklearn') if m in sys.modules]; "
+        "heavy = [m for m in ('torch', 'matplotlib', 'specutils', 'sklearn', 'astropy.io.fits') "
+        "if m in sys.modules]; "
         "print(dt, heavy)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
