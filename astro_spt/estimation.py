@@ -111,12 +111,19 @@ def _source_of(spectrum, default: str) -> str:
 
 
 def _read(item: _Item, strict: bool):
-    """The item's spectrum, or None and a message when its file cannot be read."""
-    if item.path is None:
-        return item.spectrum, None
+    """The item's spectrum, or None and a message when it cannot be read."""
     from specutils import Spectrum
 
-    from .exceptions import LAMOSTFormatError
+    from .exceptions import InvalidSpectrumError, LAMOSTFormatError
+
+    if item.path is None:
+        if isinstance(item.spectrum, Spectrum):
+            return item.spectrum, None
+        # _expand takes anything with flux and spectral_axis; preprocess takes Spectrum
+        message = f"{item.source}: a {type(item.spectrum).__name__}, not a specutils Spectrum"
+        if strict:
+            raise InvalidSpectrumError(message)
+        return None, message
 
     try:
         try:
@@ -438,60 +445,13 @@ def iter_preprocessed(items, config, *, batch_size, strict=False, redshift=None,
             continue
         rows_ok = np.asarray(rows_ok)
         z = None if redshift is None else redshift[rows_ok]
-        result = _preprocess_robustly(preprocess, spectra_ok, config, z, strict)
+        with warnings.catch_warnings():
+            # the callers report unusable spectra row by row (flags and messages)
+            warnings.simplefilter("ignore", AstroSPTWarning)
+            result = preprocess(spectra_ok, config, redshift=z, strict=strict)
         for k, message in result.messages.items():
             messages[int(rows_ok[k])] = message
         yield rows_ok, result, obsids, messages
-
-
-def _preprocess_robustly(preprocess, spectra, config, redshift, strict):
-    """Preprocess a batch; if the batch as a whole is refused, find the bad spectra."""
-    try:
-        with warnings.catch_warnings():
-            # the table's flags and meta["messages"] report unusable spectra, row by row
-            warnings.simplefilter("ignore", AstroSPTWarning)
-            return preprocess(spectra, config, redshift=redshift, strict=strict)
-    except AstroSPTError:
-        if strict or len(spectra) == 1:
-            raise
-    # One spectrum in the batch is garbage (e.g. no spectral unit): do them one by one,
-    # so that only that spectrum is lost.
-    results = []
-    for k, spectrum in enumerate(spectra):
-        z = None if redshift is None else redshift[k : k + 1]
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", AstroSPTWarning)
-                results.append(preprocess([spectrum], config, redshift=z))
-        except AstroSPTError as err:
-            results.append(err)
-    return _merge_results(results, config)
-
-
-def _merge_results(results, config):
-    from .preprocess import make_wavelength_grid
-
-    n_pixels = len(make_wavelength_grid(config.grid))
-    flux = np.full((len(results), n_pixels), np.nan, dtype=np.float32)
-    flags = np.zeros(len(results), dtype=_flags.FLAG_DTYPE)
-    messages = {}
-    for k, result in enumerate(results):
-        if isinstance(result, Exception):
-            flags[k] = _flags.UNREADABLE
-            messages[k] = str(result)
-        else:
-            flux[k] = result.flux[0]
-            flags[k] = result.flags[0]
-            if 0 in result.messages:
-                messages[k] = result.messages[0]
-    return _BatchResult(flux, flags, messages)
-
-
-@dataclass
-class _BatchResult:
-    flux: np.ndarray
-    flags: np.ndarray
-    messages: dict
 
 
 def _load(model):

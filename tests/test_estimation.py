@@ -124,6 +124,26 @@ def test_preprocess_inputs_keeps_rows_in_order_and_flags_unreadable(lamost_files
         preprocess_inputs(inputs, strict=True)
 
 
+def test_an_object_that_only_looks_like_a_spectrum_is_one_unreadable_row(
+    lamost_files, untrained_bundle
+):
+    class LooksLikeASpectrum:
+        flux = np.ones(100) * u.dimensionless_unscaled
+        spectral_axis = np.linspace(4000, 5000, 100) * u.AA
+
+    inputs = [lamost_files[0], LooksLikeASpectrum(), lamost_files[1]]
+    result = preprocess_inputs(inputs)
+    assert list(result.messages) == [1] and "not a specutils Spectrum" in result.messages[1]
+    assert result.flags[1] == flags.UNREADABLE and np.isfinite(result.flux[[0, 2]]).all()
+    table = estimate(inputs, untrained_bundle)
+    assert np.isnan(table["age"][1]) and table["flags"][1] == flags.UNREADABLE
+    assert values_equal(
+        table[[0, 2]], estimate([lamost_files[0], lamost_files[1]], untrained_bundle)
+    )
+    with pytest.raises(AstroSPTError, match="not a specutils Spectrum"):
+        estimate(inputs, untrained_bundle, strict=True)
+
+
 def test_redshift_override_one_for_all_or_one_each(lamost_files, untrained_bundle):
     files = lamost_files[:3]
     assert (preprocess_inputs(files, redshift=0.0).redshift == 0).all()
