@@ -169,7 +169,7 @@ def _predict_block(bundle, flux, n_samples, seed, keep_samples, device):
     features = np.concatenate(
         [f[:n] for f, n in _in_fixed_chunks(bundle.features, flux.astype(np.float32))]
     )
-    means, covs, samples = [], [], []
+    means, stds, samples = [], [], []
     for pred, n in _in_fixed_chunks(
         lambda block: bundle.unscale(
             bundle.predict_scaled(block, n_samples, seed=seed, return_samples=True, device=device)
@@ -177,13 +177,13 @@ def _predict_block(bundle, flux, n_samples, seed, keep_samples, device):
         features,
     ):
         means.append(pred.mean[:n])
-        covs.append(pred.covariance[:n])
+        stds.append(pred.std[:n])
         if keep_samples:
             samples.append(pred.samples[:n])
     ood = bundle.out_of_distribution(flux, features) if bundle.reference is not None else None
     return (
         np.concatenate(means),
-        np.concatenate(covs),
+        np.concatenate(stds),
         np.concatenate(samples) if keep_samples else None,
         ood,
     )
@@ -324,11 +324,11 @@ def estimate(
         if not usable.any():
             continue
         rows = rows_ok[usable]
-        mean, cov, draws, ood = _predict_block(
+        mean, std, draws, ood = _predict_block(
             bundle, result.flux[usable], n_samples, seed, return_samples, device
         )
         values[rows] = mean
-        errors[rows] = np.sqrt(np.diagonal(cov, axis1=-2, axis2=-1))
+        errors[rows] = std
         if return_samples:
             samples[rows] = draws
         if ood is not None:
