@@ -163,15 +163,6 @@ def run_info(args: argparse.Namespace) -> int:
 _TABLE_FORMATS = {".ecsv": "ascii.ecsv", ".fits": "fits", ".fit": "fits", ".csv": "ascii.csv"}
 
 
-_FITS_KEYS = {
-    "model": "SPTMODEL",
-    "model_revision": "SPTREV",
-    "astro_spt_version": "SPTVERS",
-    "seed": "SPTSEED",
-    "n_samples": "SPTNSAMP",
-}
-
-
 def _table_format(path: str) -> str:
     for suffix, fmt in _TABLE_FORMATS.items():
         if path.lower().endswith(suffix) or path.lower().endswith(suffix + ".gz"):
@@ -187,7 +178,9 @@ def write_table(table, path: str, overwrite: bool = False) -> None:
         # FITS headers and CSV hold flat key/value metadata only, FITS with short keys.
         flat = {k: v for k, v in table.meta.items() if isinstance(v, str | int | float)}
         if fmt == "fits":
-            flat = {_FITS_KEYS.get(k, k[:8].upper()): v for k, v in flat.items()}
+            from .estimation import _FITS_META_KEYWORDS
+
+            flat = {_FITS_META_KEYWORDS.get(k, k[:8].upper()): v for k, v in flat.items()}
         table.meta = flat
     table.write(path, format=fmt, overwrite=overwrite)
 

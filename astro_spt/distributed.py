@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .estimation import estimate, expand_inputs
+from .estimation import _FITS_META_KEYWORDS, estimate, expand_inputs
 from .exceptions import AstroSPTError
 
 __all__ = ["MANIFEST_NAME", "estimate_files", "read_results"]
@@ -48,15 +48,6 @@ _FORMATS = {
 # partitions, rewriting it after each would cost O(n^2) bytes. The partition files, not
 # the manifest, say what has finished, so a stale manifest loses nothing.
 _MANIFEST_INTERVAL_S = 10.0
-# Meta keys of estimate()'s table, and the FITS keywords that hold them (FITS keywords
-# have at most 8 characters).
-_FITS_KEYWORDS = {
-    "model": "MODEL",
-    "model_revision": "MODELREV",
-    "astro_spt_version": "ASPTVERS",
-    "seed": "SEED",
-    "n_samples": "NSAMPLES",
-}
 _MESSAGE_COLUMN = "message"
 _INSTALL_HINT = 'pip install "astro-spt[dask]"'
 
@@ -235,7 +226,7 @@ def _write_fits(table, path: Path) -> None:
     bare = QTable(table, copy=False)
     meta, bare.meta = dict(bare.meta), {}
     hdu = fits.table_to_hdu(bare)
-    for key, keyword in _FITS_KEYWORDS.items():
+    for key, keyword in _FITS_META_KEYWORDS.items():
         if meta.get(key) is not None:
             hdu.header[keyword] = meta[key]
     fits.HDUList([fits.PrimaryHDU(), hdu]).writeto(path)
@@ -252,7 +243,7 @@ def _read_table(path: Path, output_format: str):
         return table
     table = QTable.read(path, format="fits", hdu=1, character_as_bytes=False)
     header = {key.upper(): value for key, value in table.meta.items()}
-    table.meta = {key: header.get(keyword) for key, keyword in _FITS_KEYWORDS.items()}
+    table.meta = {key: header.get(keyword) for key, keyword in _FITS_META_KEYWORDS.items()}
     return table
 
 

@@ -27,6 +27,16 @@ _NETWORK_CHUNK = 64
 
 _FITS_PATTERNS = ("*.fits", "*.fits.gz", "*.fit", "*.fit.gz")
 
+# The FITS header keywords (8 characters at most) that hold the meta of estimate()'s
+# table, for every writer of FITS tables (the command line, astro_spt.distributed).
+_FITS_META_KEYWORDS = {
+    "model": "SPTMODEL",
+    "model_revision": "SPTREV",
+    "astro_spt_version": "SPTVERS",
+    "seed": "SPTSEED",
+    "n_samples": "SPTNSAMP",
+}
+
 
 @dataclass
 class _Item:

@@ -149,6 +149,8 @@ def test_estimate_writes_tables(spt_dir, lamost_files, tmp_path, capsys, suffix)
     assert list(table["flags"] & flags.UNREADABLE != 0) == [False, False, True]
     if suffix != ".csv":
         assert table["age"].unit == "Gyr" and table["mass"].unit == "solMass"
+    if suffix == ".fits":  # the keywords astro_spt.distributed writes too
+        assert table.meta["SPTSEED"] == 0 and table.meta["SPTNSAMP"] == 8
     # an existing output is kept unless asked
     assert main(argv) == EXIT_USER_ERROR
     assert "--overwrite" in capsys.readouterr().err
