@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .estimation import _FITS_META_KEYWORDS, estimate, expand_inputs
+from .estimation import _FITS_META_KEYWORDS, _load, estimate, expand_inputs
 from .exceptions import AstroSPTError
 
 __all__ = ["MANIFEST_NAME", "estimate_files", "read_results"]
@@ -196,27 +196,33 @@ def _from_storable(table):
     return table
 
 
-def _write_table(table, path: Path, output_format: str) -> None:
-    """Write ``table`` to ``path`` atomically: complete or not at all."""
-    astropy_format, _ = _FORMATS[output_format]
+def _write_atomically(path: Path, write) -> None:
+    """Call ``write(tmp)`` on a temporary file beside ``path``, then move it to ``path``:
+    the file is complete or not there at all."""
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
-        if output_format == "fits":
-            _write_fits(table, tmp)
-        elif output_format == "ecsv":
-            # ECSV drops the leading blanks of continuation lines in multi-line strings
-            # (specutils' "format not identified" message has some): store them escaped.
-            escaped = table.copy(copy_data=False)
-            escaped[_MESSAGE_COLUMN] = [json.dumps(m) if m else "" for m in table[_MESSAGE_COLUMN]]
-            escaped.write(tmp, format=astropy_format)
-        else:
-            table.write(tmp, format=astropy_format)
+        write(tmp)
         _fsync(tmp)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     _fsync_directory(path.parent)
+
+
+def _write_table(table, path: Path, output_format: str) -> None:
+    """Write ``table`` to ``path`` atomically: complete or not at all."""
+    astropy_format, _ = _FORMATS[output_format]
+    if output_format == "fits":
+        _write_atomically(path, lambda tmp: _write_fits(table, tmp))
+    elif output_format == "ecsv":
+        # ECSV drops the leading blanks of continuation lines in multi-line strings
+        # (specutils' "format not identified" message has some): store them escaped.
+        escaped = table.copy(copy_data=False)
+        escaped[_MESSAGE_COLUMN] = [json.dumps(m) if m else "" for m in table[_MESSAGE_COLUMN]]
+        _write_atomically(path, lambda tmp: escaped.write(tmp, format=astropy_format))
+    else:
+        _write_atomically(path, lambda tmp: table.write(tmp, format=astropy_format))
 
 
 def _write_fits(table, path: Path) -> None:
@@ -278,16 +284,8 @@ def _fingerprint(sources, parameters: dict) -> tuple[str, str]:
 
 
 def _write_manifest(output_dir: Path, manifest: dict) -> None:
-    path = output_dir / MANIFEST_NAME
-    tmp = output_dir / f".{MANIFEST_NAME}.{uuid.uuid4().hex}.tmp"
-    try:
-        tmp.write_text(json.dumps(manifest, indent=1), encoding="utf-8")
-        _fsync(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_directory(output_dir)
+    text = json.dumps(manifest, indent=1)
+    _write_atomically(output_dir / MANIFEST_NAME, lambda tmp: tmp.write_text(text, "utf-8"))
 
 
 def _read_manifest(output_dir: Path) -> dict:
@@ -766,12 +764,6 @@ def read_results(output_dir):
             "(files from another run?)"
         )
     return table
-
-
-def _load(model):
-    from .hub import load_model
-
-    return load_model(model)
 
 
 def _progress_bar(progress, total: int, initial: int):
