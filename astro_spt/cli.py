@@ -16,6 +16,7 @@ Exit codes:
 """
 
 import argparse
+import dataclasses
 import os
 import sys
 from collections.abc import Sequence
@@ -370,14 +371,13 @@ def run_train(args: argparse.Namespace) -> int:
         with open(args.config, encoding="utf-8") as f:
             settings = json.load(f)
     config = EstimatorConfig.from_dict(settings)
-    training = config.training.to_dict()
-    if args.epochs is not None:
-        training["max_epochs"] = args.epochs
-    if args.seed is not None:
-        training["seed"] = args.seed
-    scaling = {**config.label_scaling, **_parse_pairs(args.scaling, "--scaling")}
-    config = EstimatorConfig.from_dict(
-        {**config.to_dict(), "training": training, "label_scaling": scaling}
+    overrides = {"max_epochs": args.epochs, "seed": args.seed}
+    config = dataclasses.replace(
+        config,
+        training=dataclasses.replace(
+            config.training, **{k: v for k, v in overrides.items() if v is not None}
+        ),
+        label_scaling={**config.label_scaling, **_parse_pairs(args.scaling, "--scaling")},
     )
     bundle, history = train(
         sources,
