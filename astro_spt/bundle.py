@@ -984,6 +984,7 @@ class EstimatorBundle:
         pca_dtype: str = "float64",
         pca_format: str = "safetensors",
         model_card: str | None = None,
+        repo_id: str | None = None,
     ) -> Path:
         """Save the bundle as a directory (written atomically).
 
@@ -1006,6 +1007,8 @@ class EstimatorBundle:
         model_card : str or None, optional
             README.md text; default the bundle's ``model_card``, or one rendered from
             the config when that is ``None``.
+        repo_id : str or None, optional
+            Hub repository named in the usage example of a rendered model card.
 
         Returns
         -------
@@ -1067,7 +1070,7 @@ class EstimatorBundle:
         payloads = {WEIGHTS_NAME: weights, PCA_NAMES[pca_format]: pca_bytes}
         card = model_card if model_card is not None else self.model_card
         if card is None:
-            card = render_model_card(config)
+            card = render_model_card(config, repo_id=repo_id)
         payloads[MODEL_CARD_NAME] = card.encode("utf-8")
         config["files"] = {
             name: {"sha256": _sha256_bytes(data), "size": len(data)}

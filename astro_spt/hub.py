@@ -538,18 +538,11 @@ def push_bundle(
     """
     from huggingface_hub import CommitOperationAdd, HfApi
 
-    from .model_card import render_model_card
-
     endpoint = _endpoint(endpoint)
     if _offline_mode():
         raise HubConnectionError(
             f"cannot publish {repo_id}: network access is disabled (HF_HUB_OFFLINE is set)"
         )
-    card = bundle.model_card
-    if card is None:
-        config = bundle.to_config()
-        config["network"]["dtype"] = dtype
-        card = render_model_card(config, repo_id=repo_id)
     api = HfApi(
         endpoint=endpoint,
         token=token,
@@ -557,7 +550,7 @@ def push_bundle(
         library_version=_package_version(),
     )
     with tempfile.TemporaryDirectory() as tmp:
-        path = bundle.save_pretrained(Path(tmp) / "bundle", dtype=dtype, model_card=card)
+        path = bundle.save_pretrained(Path(tmp) / "bundle", dtype=dtype, repo_id=repo_id)
         try:
             api.create_repo(repo_id, private=private, exist_ok=True)
             if revision not in (None, DEFAULT_REVISION):
