@@ -377,6 +377,11 @@ def resolve_model(
     True
     >>> path = resolve_model("astro-spt/example", revision="v1")  # doctest: +SKIP
     """
+    return _resolve(name_or_path, revision, cache_dir, local_files_only, endpoint, token)[0]
+
+
+def _resolve(name_or_path, revision, cache_dir, local_files_only, endpoint, token):
+    """`resolve_model`'s directory, with the model's name and commit (None off the hub)."""
     if name_or_path is None:
         if conf.hub_repo:
             name_or_path = conf.hub_repo
@@ -384,18 +389,18 @@ def resolve_model(
         else:
             if revision is not None:
                 raise ValueError("revision= applies to hub repositories, not the embedded model")
-            return _embedded_model_path()
+            return _embedded_model_path(), "astro_spt embedded default", None
     path = Path(name_or_path).expanduser()
     if path.is_dir():
         if revision is not None:
             raise ValueError(f"revision= applies to hub repositories, not to the directory {path}")
-        return path
+        return path, str(path), None
     text = os.fspath(name_or_path)
     if isinstance(name_or_path, os.PathLike) or not _REPO_ID.match(text) or text.startswith("."):
         raise ModelNotFoundError(
             f"{text} is neither a bundle directory nor a hub repository id ('namespace/name')"
         )
-    return download_model(
+    path = download_model(
         text,
         revision=revision,
         cache_dir=cache_dir,
@@ -403,6 +408,7 @@ def resolve_model(
         endpoint=endpoint,
         token=token,
     )
+    return path, text, path.name
 
 
 def load_model(
@@ -471,22 +477,12 @@ def load_model(
 
     >>> model = astro_spt.load_model("astro-spt/example", revision="v1")  # doctest: +SKIP
     """
-    path = resolve_model(
-        name_or_path,
-        revision=revision,
-        cache_dir=cache_dir,
-        local_files_only=local_files_only,
-        endpoint=endpoint,
-        token=token,
+    path, name, commit = _resolve(
+        name_or_path, revision, cache_dir, local_files_only, endpoint, token
     )
     bundle = EstimatorBundle.from_pretrained(path)
     # What estimate() records in its table's meta: which model, at which commit.
-    if name_or_path is None and not conf.hub_repo:
-        bundle.name, bundle.revision = "astro_spt embedded default", None
-    elif Path(os.fspath(name_or_path or conf.hub_repo)).expanduser().is_dir():
-        bundle.name, bundle.revision = str(path), None
-    else:
-        bundle.name, bundle.revision = os.fspath(name_or_path or conf.hub_repo), path.name
+    bundle.name, bundle.revision = name, commit
     return bundle
 
 
