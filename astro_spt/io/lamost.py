@@ -173,6 +173,15 @@ def _bit_array(values):
     return np.where(np.isfinite(values), values, 0).astype(np.int32)
 
 
+@contextlib.contextmanager
+def _truncation_as_error():
+    """Make astropy's warning about a cut file, when it reads past the end, an error."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=_TRUNCATION_WARNING)
+        yield
+
+
+@_truncation_as_error()
 def _load(hdul, name, truncation=None):
     """Check the layout and read the arrays; raise LAMOSTFormatError saying why not.
 
@@ -286,14 +295,6 @@ def _load_coadd(hdu, name):
     return arrays
 
 
-@contextlib.contextmanager
-def _truncation_as_error():
-    """Make astropy's warning about a cut file, when it reads past the end, an error."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("error", message=_TRUNCATION_WARNING)
-        yield
-
-
 def _meta(header, arrays, filename):
     z = _number(header, "Z")
     data_release = _text(header, "DATA_V")
@@ -374,8 +375,7 @@ def _verdict(args):
             with _open_hdulist(source, name) as (hdul, truncation):
                 if _text(hdul[0].header, "TELESCOP") == "LAMOST":
                     verdict = "lamost"
-                    with _truncation_as_error():
-                        _load(hdul, name, truncation)
+                    _load(hdul, name, truncation)
                     verdict = "lrs"
     except Exception:  # an identifier answers, it never raises
         pass
@@ -495,8 +495,7 @@ def read_lamost_lrs(file_obj: str | os.PathLike | IO[bytes] | fits.HDUList, **kw
 
     name = _source_name(file_obj)
     with _open_hdulist(file_obj, name, **kwargs) as (hdul, truncation):
-        with _truncation_as_error():
-            arrays = _load(hdul, name, truncation)
+        arrays = _load(hdul, name, truncation)
         header = hdul[0].header.copy()
     return Spectrum(
         flux=arrays["flux"] * _FLUX_UNIT,
@@ -514,8 +513,7 @@ def _identify_unsupported_lamost(origin, *args, **kwargs):
 def _refuse_unsupported_lamost(file_obj, **kwargs):
     name = _source_name(file_obj)
     with _open_hdulist(file_obj, name, **kwargs) as (hdul, truncation):
-        with _truncation_as_error():
-            _load(hdul, name, truncation)
+        _load(hdul, name, truncation)
     raise _error(name, "not a readable LAMOST low-resolution spectrum")  # pragma: no cover
 
 
