@@ -69,10 +69,6 @@ def card_metadata(config: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _format_value(value) -> str:
-    if isinstance(value, bool) or value is None:
-        return str(value)
-    if isinstance(value, int):
-        return str(value)
     if isinstance(value, float):
         return f"{value:.4g}"
     if isinstance(value, (dict, list)):
