@@ -8,6 +8,9 @@ import numpy as np
 
 __all__ = []
 
+# sigma of a Gaussian = this x its median absolute deviation (1 / Phi^-1(3/4))
+MAD_TO_SIGMA = 1.482602218505602
+
 
 def nanquantile_rows(values: np.ndarray, q: float) -> np.ndarray:
     """Quantile ``q`` of the finite values of each row (NaN for rows with none)."""

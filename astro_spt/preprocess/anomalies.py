@@ -16,13 +16,19 @@ import numpy as np
 from astro_spt import flags as _flags
 from astro_spt.exceptions import InvalidSpectrumError
 
-from ._numerics import fill_gaps, gaussian_smooth, nanmedian_rows, run_lengths, running_median
+from ._numerics import (
+    MAD_TO_SIGMA,
+    fill_gaps,
+    gaussian_smooth,
+    nanmedian_rows,
+    run_lengths,
+    running_median,
+)
 from .config import PreprocessConfig, _pixels
 
 __all__ = ["AnomalyResult", "detect_anomalies"]
 
 # Robust standard deviation from the median absolute deviation of a Gaussian.
-_MAD_TO_SIGMA = 1.482602218505602
 # Pixels per block of the robust local noise scale used by the spike test.
 _SCALE_BLOCK = 128
 # Width, in frequency bins, of the blocks whose median power is the periodogram's baseline.
@@ -97,7 +103,7 @@ def _block_scale(residual: np.ndarray, good: np.ndarray) -> np.ndarray:
     n_blocks = -(-m // _SCALE_BLOCK)
     padded = np.full((n, n_blocks * _SCALE_BLOCK), np.nan, dtype=residual.dtype)
     padded[:, :m] = np.where(good, np.abs(residual), np.nan)
-    scale = _MAD_TO_SIGMA * nanmedian_rows(padded.reshape(n, n_blocks, _SCALE_BLOCK))
+    scale = MAD_TO_SIGMA * nanmedian_rows(padded.reshape(n, n_blocks, _SCALE_BLOCK))
     return np.repeat(scale, _SCALE_BLOCK, axis=1)[:, :m]
 
 

@@ -24,7 +24,7 @@ __all__ = [
 _SPACINGS = ("linear", "log")
 _THRESHOLD_RULES = ("universal", "level")
 _THRESHOLD_MODES = ("soft", "hard")
-_NORMALIZE_METHODS = ("continuum", "median", "standardize", "none")
+NORMALIZE_METHODS = ("continuum", "median", "standardize", "none")
 
 
 def _require(condition: bool, message: str) -> None:
@@ -354,8 +354,8 @@ class NormalizeConfig:
 
     def __post_init__(self):
         _require(
-            self.method in _NORMALIZE_METHODS,
-            f"normalize: method must be one of {_NORMALIZE_METHODS}, got {self.method!r}",
+            self.method in NORMALIZE_METHODS,
+            f"normalize: method must be one of {NORMALIZE_METHODS}, got {self.method!r}",
         )
         _require(
             self.continuum_sigma_aa > 0,

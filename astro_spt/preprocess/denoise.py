@@ -10,9 +10,10 @@ stationary wavelet transform with ``norm=True`` is the MODWT.
 import numpy as np
 import pywt
 
-__all__ = ["denoise_modwt"]
+from ._numerics import MAD_TO_SIGMA
+from .config import _THRESHOLD_MODES, _THRESHOLD_RULES
 
-_MAD_TO_SIGMA = 1.482602218505602
+__all__ = ["denoise_modwt"]
 
 
 def _threshold(values: np.ndarray, limit: np.ndarray, mode: str) -> np.ndarray:
@@ -82,10 +83,10 @@ def denoise_modwt(
     m = data.shape[1]
     if 2**level > m:
         raise ValueError(f"level {level} needs rows of at least {2**level} pixels, got {m}")
-    if threshold not in ("universal", "level"):
-        raise ValueError(f"threshold must be 'universal' or 'level', got {threshold!r}")
-    if mode not in ("soft", "hard"):
-        raise ValueError(f"mode must be 'soft' or 'hard', got {mode!r}")
+    if threshold not in _THRESHOLD_RULES:
+        raise ValueError(f"threshold must be one of {_THRESHOLD_RULES}, got {threshold!r}")
+    if mode not in _THRESHOLD_MODES:
+        raise ValueError(f"mode must be one of {_THRESHOLD_MODES}, got {mode!r}")
 
     finite = np.isfinite(data).all(axis=1)
     out = data.copy()
@@ -102,7 +103,7 @@ def denoise_modwt(
     coefficients = pywt.swt(padded, wavelet, level=level, norm=True, trim_approx=True, axis=-1)
     # coefficients = [approximation_J, detail_J, ..., detail_1]
     finest = coefficients[-1]
-    sigma_1 = _MAD_TO_SIGMA * np.median(np.abs(finest), axis=-1, keepdims=True)
+    sigma_1 = MAD_TO_SIGMA * np.median(np.abs(finest), axis=-1, keepdims=True)
     sigma_1 = sigma_1.astype(finest.dtype)
     factor = float(np.sqrt(2 * np.log(m)))
     for index in range(1, level + 1):
@@ -111,7 +112,7 @@ def denoise_modwt(
             sigma_j = sigma_1 * 2 ** (-(j - 1) / 2)
         else:
             detail = coefficients[index]
-            sigma_j = _MAD_TO_SIGMA * np.median(np.abs(detail), axis=-1, keepdims=True)
+            sigma_j = MAD_TO_SIGMA * np.median(np.abs(detail), axis=-1, keepdims=True)
         coefficients[index] = _threshold(coefficients[index], sigma_j * factor, mode)
     restored = pywt.iswt(coefficients, wavelet, norm=True, axis=-1)
     out[finite] = restored[:, left : left + m]

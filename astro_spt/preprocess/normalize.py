@@ -8,10 +8,9 @@ candidates (pseudo-continuum, median, per-spectrum standardisation) on a whole b
 import numpy as np
 
 from ._numerics import gaussian_smooth
+from .config import NORMALIZE_METHODS
 
 __all__ = ["NORMALIZE_METHODS", "normalize"]
-
-NORMALIZE_METHODS = ("continuum", "median", "standardize", "none")
 
 # The pseudo-continuum is kept above this fraction of its median, so that nearly empty
 # stretches (the blue end of cool giants) are not divided by a number close to zero.
