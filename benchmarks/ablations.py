@@ -146,10 +146,11 @@ def run_inner_baselines(result, labels, scale, seed, jobs):
     """The four baselines on the inner split and PCA inputs of the reference."""
     from astro_spt.baselines import run_baselines
     from astro_spt.pca import PCABasis
+    from astro_spt.training import split_training_rows
 
     config = rl.spt_config(seed, test_fraction=0.2, val_fraction=0.1, **REFERENCE)
     y = rl.label_array(labels)
-    inner = rl.benchmark_split(result, y, config)
+    inner = split_training_rows(result, y, config)
     fit = np.concatenate([inner["train"], inner["validation"]])
     pca = PCABasis.fit(result.flux[fit], n_components=config.n_components)
     table, _, times = run_baselines(
@@ -215,9 +216,8 @@ def main():
     parser.add_argument("--no-baselines", action="store_true")
     args = parser.parse_args()
 
-    import torch
+    from astro_spt.training import split_training_rows
 
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     args.output.mkdir(parents=True, exist_ok=True)
     store = args.output / "ablations.jsonl"
     done = {}
@@ -247,7 +247,7 @@ def main():
         return cache[key]
 
     # the benchmark's split, from the benchmark's preprocessing
-    outer = rl.benchmark_split(preprocessed(rl.BENCHMARK_PREPROCESS), y, rl.spt_config(args.seed))
+    outer = split_training_rows(preprocessed(rl.BENCHMARK_PREPROCESS), y, rl.spt_config(args.seed))
     fit = np.sort(np.concatenate([outer["train"], outer["validation"]]))
     scale = y[fit].std(axis=0)
     rl.log(f"{len(fit)} spectra in the training part; label std {scale}")

@@ -161,25 +161,6 @@ def take(result, rows):
     )
 
 
-def benchmark_split(result, y, config):
-    """Train / validation / test row indices, exactly as `astro_spt.train` splits.
-
-    Returns the dict `astro_spt.train` puts in ``history.split``; the benchmark checks
-    that the two agree.
-    """
-    from astro_spt import flags as _flags
-    from astro_spt.training import split_indices
-
-    bad = _flags.UNREADABLE | _flags.HEAVY_DAMAGE
-    usable = np.all(np.isfinite(result.flux), 1) & ((result.flags & bad) == 0)
-    usable &= np.all(np.isfinite(y), 1)
-    index = np.flatnonzero(usable)
-    seed = config.training.seed
-    keep, test = split_indices(len(index), config.test_fraction, seed, stratify=y[index, 0])
-    fit, val = split_indices(len(keep), config.val_fraction, seed + 1, stratify=y[index[keep], 0])
-    return {"train": index[keep[fit]], "validation": index[keep[val]], "test": index[test]}
-
-
 def write_split(path, table, split):
     from astropy.table import Table
 
@@ -243,15 +224,14 @@ def main():
 
     import warnings
 
-    import torch
     from astropy.table import Table, vstack
 
     import astro_spt
     from astro_spt.baselines import format_table, paper_table, run_baselines
     from astro_spt.estimation import preprocess_inputs
     from astro_spt.metrics import metrics_table
+    from astro_spt.training import split_training_rows
 
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     args.output.mkdir(parents=True, exist_ok=True)
     table, paths = load_sample(args.data)
     labels = label_table(table)
@@ -263,7 +243,7 @@ def main():
     result = preprocess_inputs(paths, preprocess_config())
     times["preprocess"] = time.perf_counter() - start
     log(f"read and preprocessed {len(paths)} spectra in {times['preprocess']:.0f} s")
-    split = benchmark_split(result, y, config)
+    split = split_training_rows(result, y, config)
     write_split(args.output / "split.csv", table, split)
     sizes = {k: len(v) for k, v in split.items()}
     log(f"split: {sizes} ({len(paths) - sum(sizes.values())} spectra left out)")

@@ -76,6 +76,7 @@ def test_training_beats_the_mean_on_real_spectra(lasp):
     assert bundle.provenance["n_test"] == len(test)
     assert set(bundle.provenance["metrics"]) == {"teff", "logg", "feh"}
     assert bundle.uncertainty_scale is not None and bundle.tau > 0
+    assert bundle.provenance["mc_dropout"]["tau_from"] == "validation"  # no length_scale
     # test, training and validation parts are disjoint
     parts = [set(history.split[k].tolist()) for k in ("train", "validation", "test")]
     assert not (parts[0] & parts[1] or parts[0] & parts[2] or parts[1] & parts[2])

@@ -1,7 +1,7 @@
 """Training of SPT estimators: the paper's recipe (SPT paper §2.6) and the glue around it."""
 
 from .loop import EarlyStopping, TrainingConfig, TrainingHistory, average_state_dicts, fit_network
-from .train import EstimatorConfig, split_indices, train
+from .train import EstimatorConfig, split_indices, split_training_rows, train
 
 __all__ = [
     "EarlyStopping",
@@ -11,5 +11,6 @@ __all__ = [
     "average_state_dicts",
     "fit_network",
     "split_indices",
+    "split_training_rows",
     "train",
 ]

@@ -189,6 +189,72 @@ def split_indices(n: int, fraction: float, seed: int, stratify=None, n_bins: int
     return keep, held
 
 
+def split_training_rows(spectra, y, config: EstimatorConfig, scalings=None) -> dict:
+    """The rows `train` fits on, validates on and tests on.
+
+    Spectra that are unreadable or heavily damaged (the ``bad`` flags), and rows with a
+    missing label (or a non-positive one for a log-scaled label), are left out, with a
+    warning. The rest are split with `split_indices`, seeded by
+    ``config.training.seed`` and stratified by the first label: ``config.test_fraction``
+    held out for testing, then ``config.val_fraction`` of the remainder for validation.
+
+    Parameters
+    ----------
+    spectra : `~astro_spt.preprocess.PreprocessResult`
+        The preprocessed spectra (``flux`` and ``flags`` are used).
+    y : array-like, shape (N, D)
+        The labels, one row per spectrum.
+    config : `EstimatorConfig`
+    scalings : list of str, optional
+        Each label's scaling (``"linear"`` or ``"log10"``); default all linear.
+
+    Returns
+    -------
+    dict
+        Index arrays ``"train"``, ``"validation"`` and ``"test"`` (``history.split``).
+
+    Raises
+    ------
+    AstroSPTError
+        With fewer than 10 usable spectra.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from astro_spt.preprocess import preprocess
+    >>> from astro_spt.training import EstimatorConfig, split_training_rows
+    >>> from specutils import Spectrum
+    >>> from astro_spt.io import example_files
+    >>> spectra = preprocess([Spectrum.read(path) for path in example_files() * 4])
+    >>> y = np.random.default_rng(0).uniform(1, 10, (24, 1))
+    >>> split = split_training_rows(spectra, y, EstimatorConfig())
+    >>> {part: len(rows) for part, rows in split.items()}
+    {'train': 17, 'validation': 2, 'test': 5}
+    """
+    from ..flags import FLAGS
+
+    y = np.asarray(y, dtype=float)
+    usable = np.all(np.isfinite(spectra.flux), axis=1) & np.all(np.isfinite(y), axis=1)
+    usable &= (spectra.flags & FLAGS.mask_of("bad")) == 0
+    for i, scaling in enumerate(scalings or []):
+        if scaling == "log10":
+            usable &= y[:, i] > 0
+    if (~usable).any():
+        warnings.warn(
+            f"{int((~usable).sum())} of {len(y)} spectra are left out of training: "
+            "unreadable, heavily damaged, or with missing (or non-positive log-scaled) labels",
+            AstroSPTWarning,
+            stacklevel=3,
+        )
+    index = np.flatnonzero(usable)
+    if len(index) < 10:
+        raise AstroSPTError(f"only {len(index)} usable spectra; training needs at least 10")
+    seed = config.training.seed
+    keep, test = split_indices(len(index), config.test_fraction, seed, stratify=y[index, 0])
+    fit, val = split_indices(len(keep), config.val_fraction, seed + 1, stratify=y[index[keep], 0])
+    return {"train": index[keep[fit]], "validation": index[keep[val]], "test": index[test]}
+
+
 def fit_precision(y, mean, covariance, grid=None) -> float:
     """The MC-dropout precision τ that maximises the Gaussian likelihood of ``y``.
 
@@ -248,15 +314,6 @@ def _label_arrays(labels, label_names):
         values = column.value if hasattr(column, "value") else np.asarray(column)
         columns.append(np.ma.filled(np.ma.asarray(values, dtype=float), np.nan))
     return list(label_names), units, np.stack(columns, axis=1)
-
-
-def _preprocess_all(spectra, preprocess_config, batch_size):
-    from ..estimation import preprocess_inputs
-    from ..preprocess import PreprocessResult
-
-    if not isinstance(spectra, PreprocessResult):
-        spectra = preprocess_inputs(spectra, preprocess_config, batch_size=batch_size)
-    return spectra.flux, spectra.flags
 
 
 def train(
@@ -355,19 +412,21 @@ def train(
     import torch
 
     from .. import __version__
-    from .. import flags as _flags
     from ..bundle import EstimatorBundle, LabelSpec, ReferenceStats
+    from ..estimation import preprocess_inputs
     from ..metrics import metrics_table
     from ..nn import SpectralTransformer, mc_predict, model_precision
     from ..pca import PCABasis
     from ..preprocess import PreprocessConfig, PreprocessResult
 
     config = config or EstimatorConfig()
+    names, units, y = _label_arrays(labels, label_names)
     if isinstance(spectra, PreprocessResult):
         preprocess_config = spectra.config
-    preprocess_config = preprocess_config or PreprocessConfig()
-    names, units, y = _label_arrays(labels, label_names)
-    flux, flags = _preprocess_all(spectra, preprocess_config, batch_size)
+    else:
+        preprocess_config = preprocess_config or PreprocessConfig()
+        spectra = preprocess_inputs(spectra, preprocess_config, batch_size=batch_size)
+    flux = spectra.flux
     if len(flux) != len(y):
         raise AstroSPTError(f"{len(flux)} spectra but {len(y)} label rows")
 
@@ -375,26 +434,11 @@ def train(
     unknown = set(config.label_scaling) - set(names)
     if unknown:
         raise AstroSPTError(f"label_scaling names labels that are not trained: {sorted(unknown)}")
-    bad = _flags.UNREADABLE | _flags.HEAVY_DAMAGE
-    usable = np.all(np.isfinite(flux), axis=1) & ((flags & bad) == 0) & np.all(np.isfinite(y), 1)
-    for i, scaling in enumerate(scalings):
-        if scaling == "log10":
-            usable &= y[:, i] > 0
-    if (~usable).any():
-        warnings.warn(
-            f"{int((~usable).sum())} of {len(y)} spectra are left out of training: "
-            "unreadable, heavily damaged, or with missing (or non-positive log-scaled) labels",
-            AstroSPTWarning,
-            stacklevel=2,
-        )
-    index = np.flatnonzero(usable)
-    if len(index) < 10:
-        raise AstroSPTError(f"only {len(index)} usable spectra; training needs at least 10")
-
+    split = split_training_rows(spectra, y, config, scalings)
+    i_train, i_val, i_test = split["train"], split["validation"], split["test"]
+    usable = np.zeros(len(y), dtype=bool)
+    usable[np.concatenate([i_train, i_val, i_test])] = True
     seed = config.training.seed
-    keep, test = split_indices(len(index), config.test_fraction, seed, stratify=y[index, 0])
-    fit, val = split_indices(len(keep), config.val_fraction, seed + 1, stratify=y[index[keep], 0])
-    i_train, i_val, i_test = index[keep[fit]], index[keep[val]], index[test]
 
     pca = PCABasis.fit(
         flux[np.concatenate([i_train, i_val])],
@@ -432,8 +476,10 @@ def train(
     val_pred = mc_predict(network, torch.from_numpy(features[i_val]), config.n_samples, seed=seed)
     if config.length_scale is not None and dropout > 0 and weight_decay > 0:
         tau = model_precision(dropout, config.length_scale, len(i_train), weight_decay)
+        tau_from = "length_scale"
     else:
         tau = fit_precision(y_net[i_val], val_pred.mean.numpy(), val_pred.covariance.numpy())
+        tau_from = "validation"
     uncertainty_scale = None
     if config.calibrate:
         std = np.sqrt(np.diagonal(val_pred.covariance.numpy(), axis1=1, axis2=2) + 1 / tau)
@@ -461,7 +507,7 @@ def train(
             bundle.predict_scaled(features[i_test], seed=seed, return_samples=True)
         )
         metrics = metrics_table(y[i_test], pred.mean, pred.std, names=names, model="SPT")
-    history.split = {"train": i_train, "validation": i_val, "test": i_test}
+    history.split = split
     history.test_metrics = metrics
     bundle.provenance = {
         "data": data_description,
@@ -477,7 +523,7 @@ def train(
         "estimator_config": config.to_dict(),
         "mc_dropout": {
             "tau": tau,
-            "tau_from": "length_scale" if config.length_scale is not None else "validation",
+            "tau_from": tau_from,
             "equivalent_length_scale": (
                 float(np.sqrt(2 * len(i_train) * weight_decay * tau / dropout))
                 if dropout > 0 and weight_decay > 0
