@@ -139,23 +139,17 @@ def throughput():
 
 
 def flag_fractions():
-    from specutils import Spectrum
 
     import astro_spt  # noqa: F401
     from astro_spt import flags
-    from astro_spt.preprocess import preprocess
+    from astro_spt.estimation import preprocess_inputs
 
     with open(DATA / "labels.csv") as handle:
         giant = {row["file"]: row["giant_candidate"] == "True" for row in csv.DictReader(handle)}
     files = sorted((DATA / "spectra").glob("*.fits.gz"))
     start = time.perf_counter()
-    values, is_giant = [], []
-    for first in range(0, len(files), 256):
-        part = files[first : first + 256]
-        values.append(preprocess([Spectrum.read(path) for path in part]).flags)
-        is_giant.extend(giant[path.name] for path in part)
-    values = np.concatenate(values)
-    is_giant = np.array(is_giant)
+    values = preprocess_inputs(files, batch_size=256).flags
+    is_giant = np.array([giant[path.name] for path in files])
     elapsed = time.perf_counter() - start
     print(f"\nFlags of {len(values)} untouched DR10 spectra ({is_giant.sum()} giants), read and")
     print(f"preprocessed in {elapsed:.0f} s:\n")

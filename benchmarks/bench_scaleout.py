@@ -56,14 +56,13 @@ def input_files(n):
 def paper_size_bundle(files, directory):
     """An untrained bundle of the paper's size (143 PCA components, d_model 512)."""
     from astro_spt.bundle import EstimatorBundle, LabelSpec
-    from astro_spt.estimation import _Item, _read
+    from astro_spt.estimation import preprocess_inputs
     from astro_spt.nn import SpectralTransformer
     from astro_spt.pca import PCABasis
-    from astro_spt.preprocess import PreprocessConfig, preprocess
+    from astro_spt.preprocess import PreprocessConfig
 
     config = PreprocessConfig()
-    spectra = [_read(_Item(p, path=p), False)[0] for p in files[:400]]
-    flux = preprocess([s for s in spectra if s is not None], config).flux
+    flux = preprocess_inputs(files[:400], config).flux
     flux = flux[np.all(np.isfinite(flux), axis=1)]
     network = SpectralTransformer(n_inputs=143, d_model=512)
     labels = [LabelSpec("age", "Gyr", "log10", 0.6, 0.2), LabelSpec("mass", "solMass")]
@@ -105,7 +104,13 @@ def stage_times(bundle, files, device, batch_size=256):
     Also returns the seconds of drawing the dropout masks (part of the network's time,
     timed again on its own) and the number of rows the network ran.
     """
-    from astro_spt.estimation import _in_fixed_chunks, _Item, _read, _resolve_device
+    from astro_spt.estimation import (
+        _NETWORK_CHUNK,
+        _in_fixed_chunks,
+        _Item,
+        _read,
+        _resolve_device,
+    )
     from astro_spt.exceptions import AstroSPTWarning
     from astro_spt.nn.mc import _draw_masks, _spectrum_keys
     from astro_spt.preprocess import preprocess
@@ -138,7 +143,7 @@ def stage_times(bundle, files, device, batch_size=256):
             _draw_masks(_spectrum_keys(torch.from_numpy(block)), 0, bundle.n_samples, layers)
             masks += time.perf_counter() - t0
         # the network runs on padded blocks of _NETWORK_CHUNK rows: count the rows it ran
-        n_valid += -(-len(features) // 64) * 64
+        n_valid += -(-len(features) // _NETWORK_CHUNK) * _NETWORK_CHUNK
     return times, masks, n_valid
 
 
