@@ -138,3 +138,25 @@ def test_fit_precision_recovers_the_noise():
     mc_var[:, 0, 0] = mc_var[:, 1, 1] = 0.05
     tau = fit_precision(y, np.zeros_like(y), mc_var)
     assert 1 / tau == pytest.approx(0.25 - 0.05, rel=0.15)
+
+
+@pytest.mark.parametrize(
+    ("dropout", "weight_decay", "tau_from"),
+    [(0.1, 5e-4, "length_scale"), (0.0, 5e-4, "validation"), (0.1, 0.0, "validation")],
+)
+def test_provenance_says_where_tau_came_from(dropout, weight_decay, tau_from):
+    # length_scale gives tau only with dropout and weight decay; else it is fitted
+    from astropy.table import vstack
+
+    from astro_spt.io import example_files
+
+    labels = QTable({"teff": [4916, 5014, 4658, 4748, 4813, 4876] * u.K})
+    config = EstimatorConfig(
+        n_components=4,
+        network={"d_model": 16, "n_heads": 2, "n_blocks": 1, "dropout": dropout},
+        n_samples=4,
+        length_scale=1.0,
+        training=TrainingConfig(batch_size=4, max_epochs=2, weight_decay=weight_decay),
+    )
+    bundle, _ = train(example_files() * 2, vstack([labels, labels]), config=config)
+    assert bundle.provenance["mc_dropout"]["tau_from"] == tau_from
