@@ -107,12 +107,9 @@ def check_with_package(sample, data_dir: Path, n: int = 200) -> None:
     """Read mock and real giant spectra with Spectrum.read and preprocess both."""
     from specutils import Spectrum
 
-    try:
-        from astro_spt.flags import decode_flags
-        from astro_spt.preprocess import preprocess
-    except ImportError as exc:  # the preprocessing layer may not exist yet
-        print(f"\n(preprocessing check skipped: {exc})")
-        return
+    from astro_spt.flags import decode_flags
+    from astro_spt.preprocess import preprocess
+
     folder = sample.paths["spectra"]
     mock = [Spectrum.read(folder / name) for name in sample.catalog["file"][:n]]
     giants = sample.residuals[sample.residuals["giant"]]
