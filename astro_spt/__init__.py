@@ -12,7 +12,16 @@ try:
 except ImportError:  # pragma: no cover - running from a source tree without a build
     __version__ = "0.0.0"
 
-__all__ = ["__version__", "conf", "estimate", "flags", "load_model", "nn", "train"]
+__all__ = [
+    "__version__",
+    "conf",
+    "estimate",
+    "flags",
+    "load_model",
+    "nn",
+    "samples_distribution",
+    "train",
+]
 
 from .conf import conf
 from .io import _registration
@@ -25,6 +34,7 @@ _LAZY = {
     "flags": "astro_spt.flags",
     "load_model": "astro_spt.hub:load_model",
     "estimate": "astro_spt.estimation:estimate",
+    "samples_distribution": "astro_spt.estimation:samples_distribution",
     "train": "astro_spt.training:train",
     "preprocess": "astro_spt.preprocess",
     "metrics": "astro_spt.metrics",

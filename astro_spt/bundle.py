@@ -32,7 +32,7 @@ import torch
 
 from .exceptions import BundleError, BundleIntegrityError, UnsupportedSchemaError
 from .nn import MCPrediction, SpectralTransformer, mc_predict
-from .pca import PCABasis
+from .pca import PCABasis, PCAProjection
 
 __all__ = [
     "CONFIG_NAME",
@@ -47,8 +47,12 @@ __all__ = [
     "read_bundle_config",
 ]
 
-SCHEMA_VERSION = 1
-"""Version of the bundle layout written by this `astro_spt`; it reads this one and older."""
+SCHEMA_VERSION = 2
+"""Version of the bundle layout written by this `astro_spt`; it reads this one and older.
+
+Version 2 added the gappy PCA projection, the aleatoric head and the predictive
+uncertainty weights (``pca.projection``, ``network.hparams.aleatoric``, ``uncertainty``).
+"""
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -57,6 +61,12 @@ PCA_NAMES = {"safetensors": "pca.safetensors", "npz": "pca.npz"}
 LABEL_SCALINGS = ("linear", "log10")
 REFERENCE_PERCENTILES = (50.0, 90.0, 99.0, 99.9, 100.0)
 WEIGHT_DTYPES = {"float32": torch.float32, "float16": torch.float16}
+PROJECTIONS = ("orthogonal", "gappy")
+#: Default threshold of the ``large_uncertainty`` flag, as a fraction of the label's
+#: spread in the training set (`EstimatorBundle.large_uncertainty`).
+LARGE_UNCERTAINTY_FRACTION = 0.5
+#: The sources of the predictive uncertainty (`EstimatorBundle.predict_scaled`).
+UNCERTAINTY_SOURCES = ("noise", "aleatoric", "epistemic")
 PCA_DTYPES = ("float64", "float32")
 
 
@@ -192,19 +202,27 @@ class ReferenceStats:
       uncorrelated with those variances, so this is the exact Mahalanobis distance for
       that set. Large when the spectrum is an unusual mix of familiar features.
 
-    Plus the range of each label in the training set (physical units), to flag
-    predictions outside it.
+    Plus the range and the standard deviation (spread) of each label in the training set
+    (physical units), to flag predictions outside it and uncertainties that are large
+    next to the spread.
+
+    The distances must be measured on spectra the PCA basis was not fitted on (`train`
+    uses the validation part): on its own fitting set a basis leaves smaller residuals
+    than on any new spectrum, and new spectra from the very same distribution would
+    exceed its percentiles far more often than the percentile says.
 
     Parameters
     ----------
     n_train : int
-        Number of training spectra.
+        Number of spectra the distances were measured on.
     reconstruction_error, latent_distance : dict of str to float
         Percentile (as a string, ``"99.9"``) to value.
     label_ranges : dict of str to [float, float]
         Label name to training minimum and maximum.
     ood_percentile : float
         Percentile beyond which a spectrum is flagged out of distribution.
+    label_spread : dict of str to float
+        Label name to the standard deviation of the training labels.
 
     Examples
     --------
@@ -226,12 +244,14 @@ class ReferenceStats:
     latent_distance: dict[str, float]
     label_ranges: dict[str, list[float]] = field(default_factory=dict)
     ood_percentile: float = 99.9
+    label_spread: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self):
         for kind in ("reconstruction_error", "latent_distance"):
             values = {_percentile_key(float(q)): float(v) for q, v in getattr(self, kind).items()}
             setattr(self, kind, values)
         self.label_ranges = {k: [float(lo), float(hi)] for k, (lo, hi) in self.label_ranges.items()}
+        self.label_spread = {k: float(v) for k, v in self.label_spread.items()}
         self.n_train = int(self.n_train)
         self.ood_percentile = float(self.ood_percentile)
         for kind in ("reconstruction_error", "latent_distance"):
@@ -249,21 +269,29 @@ class ReferenceStats:
         labels=None,
         label_names: Sequence[str] = (),
         *,
+        mask=None,
+        gappy: bool = False,
         percentiles: Sequence[float] = REFERENCE_PERCENTILES,
         ood_percentile: float = 99.9,
     ) -> "ReferenceStats":
-        """Measure the statistics on the training spectra (and labels).
+        """Measure the statistics on held-out spectra (and the training labels).
 
         Parameters
         ----------
         pca : `~astro_spt.pca.PCABasis`
             The basis fitted on the training set.
         flux : array-like, shape (N, n_features)
-            Preprocessed training spectra.
-        labels : array-like, shape (N, D), optional
-            Training labels in physical units, for the label ranges.
+            Preprocessed spectra of the training distribution that the basis was not
+            fitted on (see above).
+        labels : array-like, shape (M, D), optional
+            Training labels in physical units, for the label ranges and spreads.
         label_names : sequence of str
             Names of the label columns.
+        mask : array-like of bool, shape of ``flux``, optional
+            Masked pixels, for ``gappy``.
+        gappy : bool, optional
+            Measure the distances with the gappy projection (`PCABasis.project`), as
+            bundles with ``projection="gappy"`` do, instead of the orthogonal one.
         percentiles : sequence of float
             Percentiles to store.
         ood_percentile : float
@@ -289,17 +317,21 @@ class ReferenceStats:
         [1.2, 12.0]
         """
         flux = np.asarray(flux, dtype=np.float64)
-        recon = pca.reconstruction_error(flux)
-        latent = latent_distance(pca, pca.transform(flux))
-        ranges = {}
+        if gappy:
+            projection = pca.project(flux, mask)
+            recon, features = projection.reconstruction_error, projection.coefficients
+        else:
+            recon, features = pca.reconstruction_error(flux), pca.transform(flux)
+        latent = latent_distance(pca, features)
+        ranges, spreads = {}, {}
         if labels is not None:
-            y = np.asarray(labels, dtype=np.float64).reshape(len(flux), -1)
+            y = np.asarray(labels, dtype=np.float64)
+            y = y.reshape(len(y), -1)
             if y.shape[1] != len(label_names):
                 raise ValueError(f"{y.shape[1]} label columns but {len(label_names)} names")
-            ranges = {
-                name: [float(np.nanmin(col)), float(np.nanmax(col))]
-                for name, col in zip(label_names, y.T, strict=True)
-            }
+            for name, col in zip(label_names, y.T, strict=True):
+                ranges[name] = [float(np.nanmin(col)), float(np.nanmax(col))]
+                spreads[name] = float(np.nanstd(col))
         return cls(
             n_train=len(flux),
             reconstruction_error=dict(
@@ -308,6 +340,7 @@ class ReferenceStats:
             latent_distance=dict(zip(percentiles, np.percentile(latent, percentiles), strict=True)),
             label_ranges=ranges,
             ood_percentile=ood_percentile,
+            label_spread=spreads,
         )
 
     def threshold(self, kind: str, percentile: float | None = None) -> float:
@@ -355,7 +388,7 @@ class ReferenceStats:
         >>> print(json.dumps(ref.to_dict()))  # doctest: +NORMALIZE_WHITESPACE
         {"n_train": 2000, "reconstruction_error": {"99.9": 0.026},
          "latent_distance": {"99.9": 47.4}, "label_ranges": {"age": [0.4, 13.8]},
-         "ood_percentile": 99.9}
+         "ood_percentile": 99.9, "label_spread": {}}
         """
         return asdict(self)
 
@@ -371,6 +404,28 @@ class ReferenceStats:
         True
         """
         return cls(**data)
+
+    def spread(self, name: str) -> float | None:
+        """Standard deviation of a label in the training set; None if unknown.
+
+        Bundles saved before the spread was stored give the standard deviation of a
+        uniform distribution over the label's range.
+
+        Examples
+        --------
+        >>> from astro_spt.bundle import ReferenceStats
+        >>> ref = ReferenceStats(2000, {99.9: 0.026}, {99.9: 47.4}, {"age": [0.4, 13.8]})
+        >>> round(ref.spread("age"), 2)  # (13.8 - 0.4) / sqrt(12), Gyr
+        3.87
+        >>> ref.spread("mass") is None
+        True
+        """
+        if name in self.label_spread:
+            return self.label_spread[name]
+        if name in self.label_ranges:
+            low, high = self.label_ranges[name]
+            return (high - low) / math.sqrt(12)
+        return None
 
 
 def latent_distance(pca: PCABasis, features) -> np.ndarray:
@@ -422,9 +477,12 @@ class LabelPrediction:
     covariance : `numpy.ndarray`, shape (N, D, D)
         Covariance of the estimates.
     samples : `numpy.ndarray` or None, shape (N, T, D)
-        The Monte Carlo samples in physical units, when they were kept.
+        Samples of the predictive distribution in physical units, when they were kept.
     seed : int
         Seed of the Monte Carlo dropout masks.
+    components : dict of str to `numpy.ndarray` or None
+        Standard deviation that each source of uncertainty (``"noise"``,
+        ``"aleatoric"``, ``"epistemic"``) contributes, shape (N, D), to first order.
 
     Examples
     --------
@@ -452,6 +510,7 @@ class LabelPrediction:
     covariance: np.ndarray
     samples: np.ndarray | None
     seed: int
+    components: dict | None = None
 
     @property
     def std(self) -> np.ndarray:
@@ -675,6 +734,24 @@ def _load_pca(name: str, data: bytes) -> PCABasis:
         raise BundleError(f"invalid PCA basis in {name}: {err}") from err
 
 
+def _check_uncertainty(uncertainty: Mapping[str, Any], n_labels: int) -> dict[str, Any]:
+    weights = uncertainty.get("weights") if isinstance(uncertainty, Mapping) else None
+    if not isinstance(weights, Mapping) or set(weights) != set(UNCERTAINTY_SOURCES):
+        raise ValueError(
+            f"uncertainty must be {{'weights': {{source: [...]}}}} for the sources "
+            f"{UNCERTAINTY_SOURCES}, got {uncertainty!r}"
+        )
+    checked = {}
+    for name, values in weights.items():
+        values = [float(v) for v in values]
+        if len(values) != n_labels or not all(math.isfinite(v) and v >= 0 for v in values):
+            raise ValueError(
+                f"uncertainty weights of {name!r} must be {n_labels} numbers >= 0, got {values}"
+            )
+        checked[name] = values
+    return {**uncertainty, "weights": checked}
+
+
 def _write_atomically(path: Path, write) -> None:
     """Have ``write(tmp_dir)`` fill a temporary directory beside ``path``, then swap it in."""
     if path.exists():
@@ -744,6 +821,15 @@ class EstimatorBundle:
         ``None`` applies none.
     reference : `ReferenceStats`, optional
         Training-set statistics for the out-of-distribution flags.
+    projection : {"orthogonal", "gappy"}, optional
+        How spectra are projected on the PCA basis (`project`): ``"gappy"`` ignores
+        masked pixels (needs a basis with ``residual_variance``); ``"orthogonal"``, the
+        projection of bundles saved by astro_spt 0.1, takes every pixel as it is.
+    uncertainty : dict or None, optional
+        Settings of the predictive uncertainty: ``{"weights": {source: [one factor per
+        label]}}`` for the sources ``"noise"``, ``"aleatoric"`` and ``"epistemic"``
+        (`predict_scaled`), fitted on validation data by `astro_spt.train`. ``None``
+        follows SPT paper Eq. 6 (``tau`` and ``uncertainty_scale``).
     provenance : dict, optional
         JSON-serialisable facts about training. Keys the model card and ``astro-spt
         info`` show: ``data`` (description of the training data), ``n_train``,
@@ -798,6 +884,8 @@ class EstimatorBundle:
         tau: float | None = None,
         uncertainty_scale=None,
         reference: ReferenceStats | None = None,
+        projection: str = "orthogonal",
+        uncertainty: Mapping[str, Any] | None = None,
         provenance: Mapping[str, Any] | None = None,
         description: str = "",
         model_card: str | None = None,
@@ -836,6 +924,12 @@ class EstimatorBundle:
                     f"uncertainty_scale must hold {len(labels)} positive numbers, "
                     f"got {uncertainty_scale}"
                 )
+        if projection not in PROJECTIONS:
+            raise ValueError(f"projection must be one of {PROJECTIONS}, got {projection!r}")
+        if projection == "gappy" and pca.residual_variance is None:
+            raise ValueError("projection='gappy' needs a PCA basis with residual_variance")
+        if uncertainty is not None:
+            uncertainty = _check_uncertainty(uncertainty, len(labels))
         if hasattr(preprocess_config, "to_dict"):
             preprocess_config = preprocess_config.to_dict()
         self.network = network.eval()
@@ -847,6 +941,8 @@ class EstimatorBundle:
         self.tau = None if tau is None else float(tau)
         self.uncertainty_scale = uncertainty_scale
         self.reference = reference
+        self.projection = projection
+        self.uncertainty = uncertainty
         self.provenance = dict(provenance or {})
         self.description = description
         self.model_card = model_card
@@ -953,6 +1049,7 @@ class EstimatorBundle:
                 "n_components": pca.n_components,
                 "n_features": pca.n_features,
                 "explained_variance_ratio_total": float(pca.explained_variance_ratio.sum()),
+                "projection": self.projection,
             },
             "mc_dropout": {
                 "n_samples": self.n_samples,
@@ -961,6 +1058,7 @@ class EstimatorBundle:
                     None if self.uncertainty_scale is None else list(self.uncertainty_scale)
                 ),
             },
+            "uncertainty": self.uncertainty,
             "reference": None if self.reference is None else self.reference.to_dict(),
             "provenance": self.provenance,
         }
@@ -1144,6 +1242,8 @@ class EstimatorBundle:
                 tau=mc.get("tau"),
                 uncertainty_scale=mc.get("uncertainty_scale"),
                 reference=None if reference is None else ReferenceStats.from_dict(reference),
+                projection=config["pca"].get("projection", "orthogonal"),
+                uncertainty=config.get("uncertainty"),
                 provenance=config.get("provenance"),
                 description=config.get("description", ""),
                 model_card=(
@@ -1246,13 +1346,57 @@ class EstimatorBundle:
         self.network.to(device)
         return self
 
-    def features(self, flux) -> np.ndarray:
+    def project(self, flux, mask=None) -> PCAProjection:
+        """PCA coefficients of preprocessed spectra, with what noise propagation needs.
+
+        With ``projection="gappy"`` (bundles trained by this version) masked pixels
+        weigh nothing (`~astro_spt.pca.PCABasis.project`); with ``"orthogonal"`` (older
+        bundles) every pixel is projected as it is, interpolated or not.
+
+        Parameters
+        ----------
+        flux : array-like, shape (N, n_features)
+            Preprocessed spectra on the model grid.
+        mask : array-like of bool, shape of ``flux``, optional
+            True where a pixel is not a measurement (``PreprocessResult.mask``).
+
+        Returns
+        -------
+        `~astro_spt.pca.PCAProjection`
+
+        Examples
+        --------
+        >>> import astro_spt
+        >>> from astro_spt.estimation import preprocess_inputs
+        >>> from astro_spt.io import example_files
+        >>> model = astro_spt.load_model()  # the embedded default, no network
+        >>> spectra = preprocess_inputs(example_files(), model.preprocess_settings())
+        >>> projection = model.project(spectra.flux, spectra.mask)
+        >>> projection.coefficients.shape, projection.reconstruction_error.shape
+        ((6, 143), (6,))
+        """
+        flux = np.asarray(flux, dtype=np.float64)
+        if self.projection == "gappy":
+            return self.pca.project(flux, mask)
+        n, k = len(flux), self.pca.n_components
+        return PCAProjection(
+            coefficients=self.pca.transform(flux),
+            reconstruction_error=self.pca.reconstruction_error(flux),
+            inverse_gram=np.broadcast_to(np.eye(k), (n, k, k)),
+            observed=np.ones(flux.shape, bool),
+            residual_variance=0.0,
+            components=self.pca.components,
+        )
+
+    def features(self, flux, mask=None) -> np.ndarray:
         """Network inputs of preprocessed spectra: their PCA coefficients, as float32.
 
         Parameters
         ----------
         flux : array-like, shape (N, n_features)
             Preprocessed spectra on the model grid.
+        mask : array-like of bool, shape of ``flux``, optional
+            Masked pixels (see `project`).
 
         Returns
         -------
@@ -1261,19 +1405,17 @@ class EstimatorBundle:
         Examples
         --------
         >>> import astro_spt
-        >>> from specutils import Spectrum
+        >>> from astro_spt.estimation import preprocess_inputs
         >>> from astro_spt.io import example_files
-        >>> from astro_spt.preprocess import preprocess
         >>> model = astro_spt.load_model()  # the embedded default, no network
-        >>> spectra = [Spectrum.read(path) for path in example_files()]
-        >>> flux = preprocess(spectra, model.preprocess_settings()).flux
-        >>> flux.shape  # on the model's 4096-pixel grid
+        >>> spectra = preprocess_inputs(example_files(), model.preprocess_settings())
+        >>> spectra.flux.shape  # on the model's 4096-pixel grid
         (6, 4096)
-        >>> x = model.features(flux)
+        >>> x = model.features(spectra.flux, spectra.mask)
         >>> x.shape, x.dtype
         ((6, 143), dtype('float32'))
         """
-        return self.pca.transform(flux).astype(np.float32)
+        return self.project(flux, mask).coefficients.astype(np.float32)
 
     def predict_scaled(
         self,
@@ -1284,119 +1426,177 @@ class EstimatorBundle:
         keys=None,
         return_samples: bool = False,
         device=None,
+        projection: PCAProjection | None = None,
+        ivar=None,
+        sources=None,
     ) -> MCPrediction:
-        """Monte Carlo dropout prediction in the network's (standardised) label space.
+        """The predictive distribution in the network's (standardised) label space.
+
+        Its covariance adds up to three sources (``docs/uncertainties.rst``), each
+        weighted per label by factors fitted on validation data when the bundle was
+        trained (``uncertainty["weights"]``):
+
+        - ``"noise"``: the spectrum's own noise and missing pixels, carried through the
+          PCA projection (`~astro_spt.pca.PCAProjection.output_covariance`) and the
+          network (its Jacobian, `~astro_spt.nn.input_jacobian`); needs ``projection``
+          and ``ivar``;
+        - ``"aleatoric"``: the scatter of the labels about the prediction, from the
+          network's aleatoric head (`~astro_spt.nn.SpectralTransformer.scatter_covariance`);
+        - ``"epistemic"``: the spread of the Monte Carlo dropout passes.
+
+        A bundle without predictive weights (trained with ``uncertainty="paper"``, or by
+        astro_spt 0.1) follows SPT paper Eq. 6: the passes' spread plus the τ⁻¹ floor,
+        times its calibration ``uncertainty_scale``.
 
         Parameters
         ----------
         features : array-like or `torch.Tensor`, shape (N, n_components)
-            Output of `features`.
+            Output of `features` (or ``projection.coefficients``).
         n_samples : int or None, optional
             Number of passes T; default the bundle's ``n_samples``.
         seed : int or None, optional
-            Seed of the dropout masks; the same seed gives bit-identical results.
+            Seed of the dropout masks and of the Gaussian draws of the samples; the same
+            seed gives bit-identical results.
         keys : sequence of bytes or None, optional
-            Per-spectrum identifiers that seed the masks with ``seed`` (see
+            Per-spectrum identifiers that seed the randomness with ``seed`` (see
             `~astro_spt.nn.mc_predict`); default a hash of the features.
         return_samples : bool, optional
-            Keep the T passes (needed by ``unscale(method="samples")``).
+            Keep T samples of the predictive distribution (`~astro_spt.nn.predictive_samples`):
+            their covariance is the returned covariance, exactly.
         device : str or `torch.device` or None, optional
             Where to run (the network is moved there and stays); default where the
             network is.
+        projection : `~astro_spt.pca.PCAProjection`, optional
+            The projection that gave ``features`` (`project`), for the ``"noise"`` source.
+        ivar : array-like, shape (N, n_features), optional
+            Inverse variance of the preprocessed spectra, for the ``"noise"`` source.
+        sources : sequence of str or None, optional
+            The sources to include; default all that the bundle has (and that the
+            arguments allow).
 
         Returns
         -------
         `~astro_spt.nn.MCPrediction`
-            On the CPU, with the bundle's τ⁻¹ variance floor in the covariance and its
-            uncertainty calibration (``uncertainty_scale``, per label) applied.
+            On the CPU; ``components`` holds the weighted variance of each source.
 
         Examples
         --------
         >>> import astro_spt
-        >>> from specutils import Spectrum
+        >>> from astro_spt.estimation import preprocess_inputs
         >>> from astro_spt.io import example_files
-        >>> from astro_spt.preprocess import preprocess
         >>> model = astro_spt.load_model()  # the embedded default, no network
-        >>> spectra = [Spectrum.read(path) for path in example_files()[:2]]
-        >>> x = model.features(preprocess(spectra, model.preprocess_settings()).flux)
-        >>> scaled = model.predict_scaled(x, n_samples=20, seed=0, return_samples=True)
+        >>> spectra = preprocess_inputs(example_files()[:2], model.preprocess_settings())
+        >>> projection = model.project(spectra.flux, spectra.mask)
+        >>> scaled = model.predict_scaled(
+        ...     projection.coefficients, 20, seed=0, return_samples=True,
+        ...     projection=projection, ivar=spectra.ivar,
+        ... )
         >>> tuple(scaled.mean.shape), tuple(scaled.covariance.shape), tuple(scaled.samples.shape)
         ((2, 2), (2, 2, 2), (2, 20, 2))
-        >>> bool((model.predict_scaled(x, n_samples=20, seed=0).mean == scaled.mean).all())
-        True
+        >>> sorted(scaled.components)
+        ['aleatoric', 'epistemic', 'noise']
 
         The values are standardised labels; `unscale` turns them into Gyr and solMass.
         """
+        from .nn import input_jacobian, predictive_samples
+        from .nn.mc import _spectrum_keys
+
         if device is not None:
             self.network.to(device)
         device = next(self.network.parameters()).device
-        x = torch.as_tensor(features, dtype=torch.float32, device=device)
-        prediction = mc_predict(
-            self.network,
-            x,
-            self.n_samples if n_samples is None else n_samples,
-            tau=self.tau,
-            seed=seed,
-            keys=keys,
-            return_samples=return_samples,
+        x = torch.as_tensor(np.asarray(features, dtype=np.float32), device=device)
+        if keys is None:
+            keys = _spectrum_keys(x)
+        if seed is None:
+            seed = int(np.random.SeedSequence().generate_state(1, np.uint32)[0])
+        n_samples = self.n_samples if n_samples is None else n_samples
+        passes = mc_predict(self.network, x, n_samples, seed=seed, keys=keys, return_samples=True)
+        n_labels = len(self.labels)
+        epistemic = passes.covariance.cpu()
+        extra = torch.zeros(len(x), n_labels, n_labels, dtype=torch.float64)
+        components = {}
+        if self.uncertainty is None:
+            # SPT paper Eq. 6: passes plus the tau^-1 floor, stretched by the calibration
+            scale = torch.ones(n_labels, dtype=torch.float64)
+            if self.uncertainty_scale is not None:
+                scale = torch.tensor(self.uncertainty_scale, dtype=torch.float64)
+            if self.tau is not None:
+                extra = extra + torch.diag(scale**2 / self.tau)
+                components["floor"] = (scale**2 / self.tau).expand(len(x), n_labels)
+        else:
+            weights = {
+                name: torch.tensor(value, dtype=torch.float64)
+                for name, value in self.uncertainty["weights"].items()
+            }
+            wanted = set(UNCERTAINTY_SOURCES if sources is None else sources)
+            unknown = wanted - set(UNCERTAINTY_SOURCES)
+            if unknown:
+                raise ValueError(
+                    f"unknown uncertainty sources {sorted(unknown)}; "
+                    f"choose from {UNCERTAINTY_SOURCES}"
+                )
+            scale = torch.sqrt(weights["epistemic"]) if "epistemic" in wanted else None
+            if scale is None:
+                scale = torch.zeros(n_labels, dtype=torch.float64)
+            parts = {}
+            if "aleatoric" in wanted and self.network.scatter_head is not None:
+                with torch.no_grad():
+                    parts["aleatoric"] = self.network.scatter_covariance(x).double().cpu()
+            if "noise" in wanted and projection is not None and ivar is not None:
+                jacobian = input_jacobian(self.network, x).double().cpu().numpy()
+                noise, gaps = projection.output_covariance(jacobian, ivar)
+                parts["noise"] = torch.from_numpy(noise + gaps)
+            for name, covariance in parts.items():
+                root = torch.sqrt(weights[name])
+                weighted = covariance * root[:, None] * root[None, :]
+                extra = extra + weighted
+                components[name] = torch.diagonal(weighted, dim1=1, dim2=2)
+        epistemic = epistemic * scale[:, None] * scale[None, :]
+        components["epistemic"] = torch.diagonal(epistemic, dim1=1, dim2=2)
+        samples = None
+        if return_samples:
+            samples = predictive_samples(
+                passes.samples.cpu(), extra, epistemic_scale=scale, keys=keys, seed=seed
+            )
+        return MCPrediction(
+            passes.mean.cpu(), epistemic + extra, samples, passes.seed, components=components
         )
-        mean = prediction.mean.cpu()
-        covariance = prediction.covariance.cpu()
-        samples = None if prediction.samples is None else prediction.samples.cpu()
-        if self.uncertainty_scale is not None:
-            # Calibration fitted on held-out data (astro_spt.training): the spread of the
-            # predictive distribution is stretched per label, the mean is kept.
-            scale = torch.tensor(self.uncertainty_scale, dtype=torch.float64)
-            covariance = covariance * scale[:, None] * scale[None, :]
-            if samples is not None:
-                centre = mean.unsqueeze(1)
-                samples = centre + (samples - centre) * scale.to(samples.dtype)
-        return MCPrediction(mean, covariance, samples, prediction.seed)
 
     def unscale(self, prediction: MCPrediction, *, method: str | None = None) -> LabelPrediction:
         """Map a prediction from the network's label space to physical units.
+
+        The point estimate is the network-space mean mapped to physical units: for a
+        ``log10`` label that is the median of the predictive distribution, not its mean.
 
         Parameters
         ----------
         prediction : `~astro_spt.nn.MCPrediction`
             Output of `predict_scaled`.
         method : {"samples", "delta"} or None, optional
-            ``"samples"`` transforms every Monte Carlo sample to physical units and
-            takes their mean and covariance; the τ⁻¹ variance floor is added through
-            the Jacobian at the network-space mean. For a ``log10`` label the mean of
-            the samples is a mean of a skewed distribution. ``"delta"`` transforms the
-            network-space mean, and propagates the covariance to first order
-            (:math:`J \\Sigma J^T`, :math:`J` the Jacobian at the mean); for a
-            ``log10`` label that point estimate is the median of a log-normal, not its
-            mean. Linear labels give the same result either way. Default:
-            ``"samples"`` when the prediction holds samples, else ``"delta"``.
+            How the covariance is carried to physical units: ``"samples"`` maps every
+            sample and takes their covariance (so the samples' standard deviation is
+            ``std``, exactly); ``"delta"`` propagates it to first order
+            (:math:`J \\Sigma J^T`, :math:`J` the Jacobian at the mean). Linear labels
+            give the same result either way. Default: ``"samples"`` when the prediction
+            holds samples, else ``"delta"``.
 
         Returns
         -------
         `LabelPrediction`
+            With ``components``, the standard deviation of each source, to first order.
 
         Examples
         --------
         >>> import astro_spt
-        >>> from specutils import Spectrum
+        >>> from astro_spt.estimation import preprocess_inputs
         >>> from astro_spt.io import example_files
-        >>> from astro_spt.preprocess import preprocess
         >>> model = astro_spt.load_model()  # the embedded default, no network
-        >>> spectra = [Spectrum.read(path) for path in example_files()[:2]]
-        >>> x = model.features(preprocess(spectra, model.preprocess_settings()).flux)
-        >>> scaled = model.predict_scaled(x, n_samples=20, seed=0, return_samples=True)
-        >>> labels = model.unscale(scaled)
+        >>> spectra = preprocess_inputs(example_files()[:2], model.preprocess_settings())
+        >>> labels = model.predict(spectra.flux, spectra.ivar, spectra.mask, n_samples=20, seed=0)
         >>> labels.names, labels.units
         (('age', 'mass'), ('Gyr', 'solMass'))
-        >>> labels.mean.round(1)
-        array([[4.8, 1.2],
-               [5. , 1.2]])
-        >>> labels.std.round(2)
-        array([[1.56, 0.14],
-               [1.62, 0.14]])
-        >>> delta = model.unscale(scaled, method="delta")  # first order, from the mean
-        >>> delta.mean.shape  # its ages are medians of a log-normal, not means
-        (2, 2)
+        >>> bool((labels.samples.std(axis=1) - labels.std < 1e-9).all())
+        True
         """
         if method is None:
             method = "samples" if prediction.samples is not None else "delta"
@@ -1407,6 +1607,9 @@ class EstimatorBundle:
         jacobian = np.stack(
             [label.derivative(mean_net[:, i]) for i, label in enumerate(self.labels)], axis=-1
         )
+        mean = np.stack(
+            [label.from_network(mean_net[:, i]) for i, label in enumerate(self.labels)], axis=-1
+        )
         samples = None
         if prediction.samples is not None:
             s = prediction.samples.double().numpy()
@@ -1416,26 +1619,84 @@ class EstimatorBundle:
         if method == "samples":
             if samples is None:
                 raise ValueError("method='samples' needs predict_scaled(..., return_samples=True)")
-            mean = samples.mean(axis=1)
-            centred = samples - mean[:, np.newaxis]
+            centred = samples - samples.mean(axis=1, keepdims=True)
             covariance = np.einsum("ntd,nte->nde", centred, centred) / samples.shape[1]
-            if self.tau is not None:
-                # the variance floor, in network space, stretched like the samples were
-                scale = np.ones(len(self.labels))
-                if self.uncertainty_scale is not None:
-                    scale = np.asarray(self.uncertainty_scale)
-                covariance += np.einsum(
-                    "nd,ne,de->nde", jacobian, jacobian, np.diag(scale**2) / self.tau
-                )
         else:
-            mean = np.stack(
-                [label.from_network(mean_net[:, i]) for i, label in enumerate(self.labels)],
-                axis=-1,
-            )
             covariance = jacobian[:, :, np.newaxis] * cov_net * jacobian[:, np.newaxis, :]
+        components = None
+        if prediction.components is not None:
+            components = {
+                name: np.abs(jacobian) * np.sqrt(variance.double().numpy())
+                for name, variance in prediction.components.items()
+            }
         return LabelPrediction(
-            self.label_names, self.label_units, mean, covariance, samples, prediction.seed
+            self.label_names,
+            self.label_units,
+            mean,
+            covariance,
+            samples,
+            prediction.seed,
+            components=components,
         )
+
+    def predict(
+        self,
+        flux,
+        ivar=None,
+        mask=None,
+        *,
+        n_samples: int | None = None,
+        seed: int | None = None,
+        return_samples: bool = False,
+        device=None,
+        sources=None,
+    ) -> LabelPrediction:
+        """Labels, in physical units, of preprocessed spectra: `project`, `predict_scaled`,
+        `unscale`.
+
+        Parameters
+        ----------
+        flux : array-like, shape (N, n_features)
+            Preprocessed spectra (``PreprocessResult.flux``).
+        ivar, mask : array-like, shape of ``flux``, optional
+            Their inverse variance and mask (``PreprocessResult.ivar``, ``.mask``);
+            without ``ivar`` the ``"noise"`` source is left out.
+        n_samples, seed, device, sources
+            As for `predict_scaled`.
+        return_samples : bool, optional
+            Keep the samples in the result (the standard deviations are computed from
+            them either way).
+
+        Returns
+        -------
+        `LabelPrediction`
+
+        Examples
+        --------
+        >>> import astro_spt
+        >>> from astro_spt.estimation import preprocess_inputs
+        >>> from astro_spt.io import example_files
+        >>> model = astro_spt.load_model()  # the embedded default, no network
+        >>> spectra = preprocess_inputs(example_files()[:2], model.preprocess_settings())
+        >>> labels = model.predict(spectra.flux, spectra.ivar, spectra.mask, seed=0)
+        >>> labels.mean.shape, labels.std.shape, labels.samples
+        ((2, 2), (2, 2), None)
+        """
+        projection = self.project(flux, mask)
+        scaled = self.predict_scaled(
+            projection.coefficients,
+            n_samples,
+            seed=seed,
+            return_samples=True,
+            device=device,
+            projection=projection,
+            ivar=ivar,
+            sources=sources,
+        )
+        labels = self.unscale(scaled)
+        if not return_samples:
+            labels.samples = None
+        return labels
 
     def labels_to_network(self, values) -> np.ndarray:
         """Physical labels, shape (N, D), to the network's standardised space.
@@ -1463,18 +1724,28 @@ class EstimatorBundle:
             raise BundleError("this bundle has no reference statistics of its training set")
         return self.reference
 
-    def out_of_distribution(self, flux, features=None, *, percentile: float | None = None):
-        """Whether spectra lie beyond the training set in the PCA space or outside it.
+    def out_of_distribution(
+        self,
+        flux=None,
+        mask=None,
+        *,
+        projection: PCAProjection | None = None,
+        percentile: float | None = None,
+    ):
+        """Whether spectra lie beyond the training distribution in the PCA space or outside it.
 
         A spectrum is flagged when its PCA reconstruction error or its latent Mahalanobis
-        distance (see `ReferenceStats`) exceeds the training set's ``percentile``.
+        distance (see `ReferenceStats`) exceeds the reference set's ``percentile`` (the
+        reference set is held-out spectra of the training distribution).
 
         Parameters
         ----------
-        flux : array-like, shape (N, n_features)
+        flux : array-like, shape (N, n_features), optional
             Preprocessed spectra.
-        features : array-like, shape (N, n_components), optional
-            Their PCA coefficients, if already computed.
+        mask : array-like of bool, shape of ``flux``, optional
+            Their masked pixels.
+        projection : `~astro_spt.pca.PCAProjection`, optional
+            Their projection (`project`), if already computed, instead of ``flux``.
         percentile : float or None, optional
             Default the reference statistics' ``ood_percentile``.
 
@@ -1490,29 +1761,64 @@ class EstimatorBundle:
         Examples
         --------
         >>> import astro_spt
-        >>> from specutils import Spectrum
+        >>> from astro_spt.estimation import preprocess_inputs
         >>> from astro_spt.io import example_files
-        >>> from astro_spt.preprocess import preprocess
         >>> model = astro_spt.load_model()  # the embedded default, no network
-        >>> spectra = [Spectrum.read(path) for path in example_files()]
-        >>> flux = preprocess(spectra, model.preprocess_settings()).flux
-        >>> model.out_of_distribution(flux)
-        array([ True, False,  True,  True, False, False])
-        >>> model.out_of_distribution(flux, percentile=100)  # beyond every training spectrum
+        >>> spectra = preprocess_inputs(example_files(), model.preprocess_settings())
+        >>> model.out_of_distribution(spectra.flux, spectra.mask)
         array([False, False,  True, False, False, False])
 
         The third file is a K dwarf, and this demonstration model, trained on mock
-        spectra of giants, finds it unlike anything it has seen. Two of the real giants
-        also exceed the 99.9th percentile of the mock training set.
+        spectra of giants, finds it unlike anything it has seen.
         """
         reference = self._reference()
-        if features is None:
-            features = self.pca.transform(flux)
-        recon = self.pca.reconstruction_error(flux)
-        latent = latent_distance(self.pca, features)
+        if projection is None:
+            if flux is None:
+                raise ValueError("give flux or projection")
+            projection = self.project(flux, mask)
+        latent = latent_distance(self.pca, projection.coefficients)
+        recon = projection.reconstruction_error
         return (recon > reference.threshold("reconstruction_error", percentile)) | (
             latent > reference.threshold("latent_distance", percentile)
         )
+
+    def large_uncertainty(self, std, fraction: float = LARGE_UNCERTAINTY_FRACTION) -> np.ndarray:
+        """Whether an uncertainty is large next to the spread of its label in the training set.
+
+        A spectrum whose σ of some label exceeds ``fraction`` times the standard
+        deviation of that label over the training set says little about it beyond what
+        the training set itself says. Unlike σ / |value|, this means the same for
+        labels near zero ([Fe/H]) as for any other.
+
+        Parameters
+        ----------
+        std : array-like, shape (N, D)
+            Standard deviations in physical units.
+        fraction : float, optional
+            Threshold, as a fraction of the label's training spread.
+
+        Returns
+        -------
+        `numpy.ndarray` of bool, shape (N,)
+
+        Examples
+        --------
+        >>> import astro_spt
+        >>> model = astro_spt.load_model()
+        >>> round(model.reference.spread("age"), 2)  # Gyr
+        3.05
+        >>> model.large_uncertainty([[1.5, 0.1], [2.5, 0.1]])  # (Gyr, solMass)
+        array([False,  True])
+        """
+        std = np.asarray(std, dtype=np.float64)
+        large = np.zeros(std.shape[:-1], dtype=bool)
+        if self.reference is None:
+            return large
+        for i, name in enumerate(self.label_names):
+            spread = self.reference.spread(name)
+            if spread is not None and spread > 0:
+                large |= std[..., i] > fraction * spread
+        return large
 
     def outside_label_range(self, values) -> np.ndarray:
         """Whether predicted labels, shape (N, D) in physical units, leave the training range.

@@ -17,7 +17,13 @@ from . import flags as _flags
 from .conf import conf
 from .exceptions import AstroSPTError, AstroSPTWarning
 
-__all__ = ["estimate", "expand_inputs", "iter_preprocessed", "preprocess_inputs"]
+__all__ = [
+    "estimate",
+    "expand_inputs",
+    "iter_preprocessed",
+    "preprocess_inputs",
+    "samples_distribution",
+]
 
 # Every PCA projection and network call runs on blocks of exactly this many rows (the
 # last block padded). BLAS/oneDNN kernels take different code paths for different
@@ -174,28 +180,52 @@ def _resolve_device(device):
     return device
 
 
-def _predict_block(bundle, flux, n_samples, seed, keep_samples, device):
-    """PCA, MC dropout and unscaling of a block of valid preprocessed spectra."""
-    features = np.concatenate(
-        [f[:n] for f, n in _in_fixed_chunks(bundle.features, flux.astype(np.float32))]
-    )
-    means, stds, samples = [], [], []
-    for pred, n in _in_fixed_chunks(
-        lambda block: bundle.unscale(
-            bundle.predict_scaled(block, n_samples, seed=seed, return_samples=True, device=device)
-        ),
-        features,
-    ):
-        means.append(pred.mean[:n])
-        stds.append(pred.std[:n])
+def _predict_block(bundle, result, rows, n_samples, seed, keep_samples, device, sources):
+    """Projection, predictive distribution and OOD test of valid preprocessed spectra.
+
+    Runs on blocks of exactly ``_NETWORK_CHUNK`` rows (the last one padded), so that a
+    spectrum's result does not depend on its batch.
+    """
+    flux = result.flux[rows].astype(np.float64)
+    ivar = result.ivar[rows]
+    mask = result.mask[rows]
+    outputs = {"mean": [], "std": [], "samples": [], "ood": [], "components": []}
+    for start in range(0, len(rows), _NETWORK_CHUNK):
+        stop = min(start + _NETWORK_CHUNK, len(rows))
+        n = stop - start
+        pad = _NETWORK_CHUNK - n
+        block_flux = np.pad(flux[start:stop], ((0, pad), (0, 0)))
+        block_ivar = np.pad(ivar[start:stop], ((0, pad), (0, 0)))
+        block_mask = np.pad(mask[start:stop], ((0, pad), (0, 0)))
+        projection = bundle.project(block_flux, block_mask)
+        scaled = bundle.predict_scaled(
+            projection.coefficients,
+            n_samples,
+            seed=seed,
+            return_samples=True,
+            device=device,
+            projection=projection,
+            ivar=block_ivar,
+            sources=sources,
+        )
+        labels = bundle.unscale(scaled)
+        outputs["mean"].append(labels.mean[:n])
+        outputs["std"].append(labels.std[:n])
+        outputs["components"].append({k: v[:n] for k, v in labels.components.items()})
         if keep_samples:
-            samples.append(pred.samples[:n])
-    ood = bundle.out_of_distribution(flux, features) if bundle.reference is not None else None
+            outputs["samples"].append(labels.samples[:n])
+        if bundle.reference is not None:
+            outputs["ood"].append(bundle.out_of_distribution(projection=projection)[:n])
+    components = {
+        name: np.concatenate([block[name] for block in outputs["components"]])
+        for name in outputs["components"][0]
+    }
     return (
-        np.concatenate(means),
-        np.concatenate(stds),
-        np.concatenate(samples) if keep_samples else None,
-        ood,
+        np.concatenate(outputs["mean"]),
+        np.concatenate(outputs["std"]),
+        np.concatenate(outputs["samples"]) if keep_samples else None,
+        np.concatenate(outputs["ood"]) if outputs["ood"] else None,
+        components,
     )
 
 
@@ -211,7 +241,9 @@ def estimate(
     strict: bool = False,
     progress: bool | None = None,
     redshift=None,
-    large_uncertainty: float = 0.5,
+    large_uncertainty: float | None = None,
+    error_sources: bool = False,
+    sources=None,
 ):
     """Estimate ages and masses (or the labels of ``model``) of stellar spectra.
 
@@ -237,10 +269,13 @@ def estimate(
         same numbers. A spectrum's randomness depends on the seed and the spectrum only,
         so ``estimate(all)`` equals the concatenation of ``estimate(part)`` calls.
     return_samples : bool
-        Add the Monte Carlo samples as `~astropy.uncertainty.Distribution` columns
-        ``<label>_samples``. They are the T dropout passes (calibrated), i.e. the model's
-        own spread; ``<label>_err`` also holds the τ⁻¹ noise floor of SPT paper Eq. 6,
-        so it is wider than the spread of the samples.
+        Add ``n_samples`` samples of each label's predictive distribution as 2-D
+        `~astropy.units.Quantity` columns ``<label>_samples``, shape (n_rows, T): the
+        Monte Carlo dropout passes plus Gaussian draws of the other sources
+        (`~astro_spt.nn.predictive_samples`), so that their standard deviation is
+        ``<label>_err``, exactly. Plain columns print and are written to ECSV, FITS and
+        Parquet; `samples_distribution` turns one into an
+        `~astropy.uncertainty.Distribution` for error propagation.
     strict : bool
         Raise on the first unreadable or unusable input instead of flagging it.
     progress : bool or None
@@ -248,8 +283,22 @@ def estimate(
     redshift : float, array or None
         Redshift(s) to shift the spectra to the rest frame, overriding what the spectra
         carry (see `astro_spt.preprocess.preprocess`).
-    large_uncertainty : float
-        Relative uncertainty above which a label sets the ``large_uncertainty`` flag.
+    large_uncertainty : float or None
+        Threshold of the ``large_uncertainty`` flag, as a fraction of the label's
+        standard deviation in the training set (σ above it sets the flag); default
+        ``astro_spt.bundle.LARGE_UNCERTAINTY_FRACTION`` (see
+        `~astro_spt.bundle.EstimatorBundle.large_uncertainty`).
+    error_sources : bool
+        Add, for each label ``X``, the standard deviation each source contributes
+        (first order, in quadrature they make up ``X_err``): ``X_err_noise`` (the
+        spectrum's noise and masked pixels), ``X_err_aleatoric`` (the labels' scatter
+        about the prediction) and ``X_err_epistemic`` (the model's own uncertainty,
+        Monte Carlo dropout); for a model following SPT paper Eq. 6, ``X_err_floor``
+        and ``X_err_epistemic``.
+    sources : sequence of str or None
+        The sources of uncertainty to include, among ``"noise"``, ``"aleatoric"`` and
+        ``"epistemic"``; default all (see
+        `~astro_spt.bundle.EstimatorBundle.predict_scaled`).
 
     Returns
     -------
@@ -296,7 +345,7 @@ def estimate(
     from astropy.table import QTable
 
     from . import __version__
-    from .bundle import EstimatorBundle
+    from .bundle import LARGE_UNCERTAINTY_FRACTION, EstimatorBundle
 
     bundle = model if isinstance(model, EstimatorBundle) else _load(model)
     n_samples = bundle.n_samples if n_samples is None else int(n_samples)
@@ -315,6 +364,8 @@ def estimate(
     flags = np.zeros(n, dtype=_flags.FLAG_DTYPE)
     obsids = np.full(n, -1, dtype=np.int64)
     messages = {}
+    components = {}
+    fraction = LARGE_UNCERTAINTY_FRACTION if large_uncertainty is None else large_uncertainty
 
     starts = range(0, n, batch_size)
     if progress or (progress is None and len(starts) > 10 and _stderr_is_terminal()):
@@ -334,20 +385,20 @@ def estimate(
         if not usable.any():
             continue
         rows = rows_ok[usable]
-        mean, std, draws, ood = _predict_block(
-            bundle, result.flux[usable], n_samples, seed, return_samples, device
+        mean, std, draws, ood, parts = _predict_block(
+            bundle, result, np.flatnonzero(usable), n_samples, seed, return_samples, device, sources
         )
         values[rows] = mean
         errors[rows] = std
+        for name, part in parts.items():
+            components.setdefault(name, np.full((n, n_labels), np.nan))[rows] = part
         if return_samples:
             samples[rows] = draws
         if ood is not None:
             flags[rows[ood]] |= _flags.OUT_OF_DISTRIBUTION
         if bundle.reference is not None:
             flags[rows[bundle.outside_label_range(mean)]] |= _flags.OUTSIDE_LABEL_RANGE
-        with np.errstate(divide="ignore", invalid="ignore"):
-            relative = errors[rows] / np.abs(values[rows])
-        flags[rows[np.any(relative > large_uncertainty, axis=1)]] |= _flags.LARGE_UNCERTAINTY
+        flags[rows[bundle.large_uncertainty(std, fraction)]] |= _flags.LARGE_UNCERTAINTY
 
     table = QTable()
     table["source"] = [item.source for item in items]
@@ -357,11 +408,11 @@ def estimate(
         unit = u.Unit(label.unit)
         table[label.name] = values[:, i] * unit
         table[f"{label.name}_err"] = errors[:, i] * unit
-    if return_samples:
-        from astropy.uncertainty import Distribution
-
-        for i, label in enumerate(bundle.labels):
-            table[f"{label.name}_samples"] = Distribution(samples[:, :, i] * u.Unit(label.unit))
+        if error_sources:
+            for name, part in components.items():
+                table[f"{label.name}_err_{name}"] = part[:, i] * unit
+        if return_samples:
+            table[f"{label.name}_samples"] = samples[:, :, i] * unit
     table["flags"] = flags
     table.meta.update(
         {
@@ -374,6 +425,45 @@ def estimate(
         }
     )
     return table
+
+
+def samples_distribution(samples):
+    """An `~astropy.uncertainty.Distribution` from a ``<label>_samples`` column or row.
+
+    `estimate` stores the samples of the predictive distribution as plain 2-D
+    `~astropy.units.Quantity` columns, which tables print and write to any format; this
+    turns them into a `~astropy.uncertainty.Distribution` (samples along the last axis)
+    for propagating errors with arithmetic.
+
+    Parameters
+    ----------
+    samples : `~astropy.units.Quantity`, shape (..., T)
+        A ``<label>_samples`` column (one distribution per row) or one row's value.
+
+    Returns
+    -------
+    `~astropy.uncertainty.Distribution`
+
+    Examples
+    --------
+    >>> import astro_spt
+    >>> from astro_spt.io import example_files
+    >>> table = astro_spt.estimate(example_files()[:2], n_samples=50, return_samples=True)
+    >>> table["age_samples"].shape  # (rows, samples)
+    (2, 50)
+    >>> age = astro_spt.samples_distribution(table["age_samples"])
+    >>> age.shape, age.n_samples
+    ((2,), 50)
+    >>> bool(abs(age.pdf_std()[0] / table["age_err"][0] - 1) < 1e-6)  # the same spread
+    True
+    >>> ratio = astro_spt.samples_distribution(table["age_samples"][0]) / table["age"][0]
+    >>> round(float(ratio.pdf_std()), 2)  # relative uncertainty of the first age
+    0.28
+    """
+    import astropy.units as u
+    from astropy.uncertainty import Distribution
+
+    return Distribution(u.Quantity(samples))
 
 
 def iter_preprocessed(items, config, *, batch_size, strict=False, redshift=None, starts=None):

@@ -8,12 +8,15 @@ a pickled scikit-learn object, so loading a bundle cannot run code.
 """
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["PCABasis"]
+__all__ = ["PCABasis", "PCAProjection"]
 
 _ARRAY_NAMES = ("mean", "components", "explained_variance", "explained_variance_ratio")
+# Optional: saved by fits made with this version, absent from older bundles.
+_OPTIONAL_ARRAYS = ("residual_variance",)
 
 
 class PCABasis:
@@ -49,7 +52,14 @@ class PCABasis:
     True
     """
 
-    def __init__(self, mean, components, explained_variance, explained_variance_ratio):
+    def __init__(
+        self,
+        mean,
+        components,
+        explained_variance,
+        explained_variance_ratio,
+        residual_variance=None,
+    ):
         self.mean = np.asarray(mean, dtype=np.float64)
         self.components = np.asarray(components, dtype=np.float64)
         self.explained_variance = np.asarray(explained_variance, dtype=np.float64)
@@ -73,6 +83,12 @@ class PCABasis:
         for name in _ARRAY_NAMES:
             if not np.all(np.isfinite(getattr(self, name))):
                 raise ValueError(f"{name} holds non-finite values")
+        self.residual_variance = None
+        if residual_variance is not None:
+            value = float(np.asarray(residual_variance, dtype=np.float64).reshape(-1)[0])
+            if not (np.isfinite(value) and value >= 0):
+                raise ValueError(f"residual_variance must be finite and >= 0, got {value}")
+            self.residual_variance = value
 
     @classmethod
     def fit(
@@ -148,7 +164,16 @@ class PCABasis:
             n_components = int(np.argmax(reached)) + 1 if reached.any() else n_max
         elif n_components is None:
             n_components = n_max
-        return cls(mean, vt[:n_components], variance[:n_components], ratio[:n_components])
+        # Per-pixel variance the kept components leave unexplained (the noise variance of
+        # probabilistic PCA, Tipping & Bishop 1999): the model error of a gappy projection.
+        residual = (total - variance[:n_components].sum()) / max(X.shape[1] - n_components, 1)
+        return cls(
+            mean,
+            vt[:n_components],
+            variance[:n_components],
+            ratio[:n_components],
+            residual_variance=max(float(residual), 0.0),
+        )
 
     @property
     def n_components(self) -> int:
@@ -255,6 +280,90 @@ class PCABasis:
         residual = centred - (centred @ self.components.T) @ self.components
         return np.sqrt(np.mean(residual**2, axis=1))
 
+    def project(self, X, mask=None) -> "PCAProjection":
+        r"""Coefficients of spectra with missing pixels: gappy PCA (Connolly & Szalay 1999).
+
+        Only the observed pixels (``mask`` False) constrain the coefficients; masked
+        pixels, whatever values the preprocessing interpolated into them, weigh nothing.
+        The coefficients are the posterior mean under the basis' own prior, coefficient
+        :math:`k` with variance :math:`\lambda_k` (``explained_variance``), and a model
+        error of variance :math:`\eta` (``residual_variance``) on every observed pixel:
+
+        .. math::
+
+            z = A^{-1} C_O (x - \mu)_O, \qquad A = C_O C_O^T + \eta \Lambda^{-1},
+
+        with :math:`C_O` the components restricted to the observed pixels. Their posterior
+        covariance :math:`\eta A^{-1}` grows with the information the masked pixels took
+        away; `PCAProjection.output_covariance` carries it, and the pixels' own noise,
+        through a network. A spectrum without masked pixels gets the orthogonal
+        projection shrunk by :math:`1 / (1 + \eta / \lambda_k)`.
+
+        Parameters
+        ----------
+        X : array-like, shape (n_spectra, n_features)
+            Spectra, finite everywhere (masked pixels may hold anything finite).
+        mask : array-like of bool, shape of ``X``, optional
+            True where a pixel is not a measurement; default none masked.
+
+        Returns
+        -------
+        `PCAProjection`
+
+        Raises
+        ------
+        ValueError
+            If the basis has no ``residual_variance`` (a basis saved by astro_spt 0.1,
+            whose bundles use `transform`), or the shapes do not fit.
+
+        Examples
+        --------
+        A basis of two components on four pixels; the second component lives on the
+        last two pixels only:
+
+        >>> import numpy as np
+        >>> from astro_spt.pca import PCABasis
+        >>> pca = PCABasis(
+        ...     np.zeros(4), [[1.0, 1.0, 0, 0], [0, 0, 1.0, 1.0]] / np.sqrt(2), [4.0, 1.0],
+        ...     [0.8, 0.2], residual_variance=0.01,
+        ... )
+        >>> x = np.array([[2.0, 2.0, 1.0, 1.0]])
+        >>> pca.project(x).coefficients.round(3)  # nearly the orthogonal projection
+        array([[2.821, 1.4  ]])
+        >>> gappy = pca.project(x, mask=[[False, False, False, True]])
+        >>> gappy.coefficients.round(3)  # pixel 4 ignored: its partner pixel 3 decides
+        array([[2.821, 1.386]])
+        >>> variance = gappy.residual_variance * gappy.inverse_gram  # the coefficients'
+        >>> np.sqrt(np.diagonal(variance, axis1=1, axis2=2)).round(3)
+        array([[0.1 , 0.14]])
+
+        With pixel 4 missing, the second coefficient is known √2 times less precisely.
+        """
+        X = self._check(X)
+        if self.residual_variance is None:
+            raise ValueError("this PCA basis has no residual_variance: use transform()")
+        n, k = X.shape[0], self.n_components
+        observed = np.ones(X.shape, bool) if mask is None else ~np.asarray(mask, bool)
+        if observed.shape != X.shape:
+            raise ValueError(f"mask of shape {observed.shape} does not match {X.shape}")
+        eta = self.residual_variance
+        centred = np.where(observed, X - self.mean, 0.0)
+        rhs = centred @ self.components.T
+        prior = eta / self.explained_variance
+        # Without masked pixels A is diagonal (the components are orthonormal); with
+        # some, A = I - C_M C_M^T + eta / lambda needs only the few masked columns.
+        inverse = np.zeros((n, k, k))
+        inverse[:, np.arange(k), np.arange(k)] = 1.0 / (1.0 + prior)
+        for i in np.flatnonzero(~observed.all(axis=1)):
+            masked = self.components[:, ~observed[i]]
+            gram = np.diag(1.0 + prior) - masked @ masked.T
+            inverse[i] = np.linalg.pinv(gram, hermitian=True)
+        coefficients = np.einsum("nkl,nl->nk", inverse, rhs)
+        residual = np.where(observed, centred - coefficients @ self.components, 0.0)
+        n_observed = np.maximum(observed.sum(axis=1), 1)
+        error = np.sqrt(np.sum(residual**2, axis=1) / n_observed)
+        return PCAProjection(coefficients, error, inverse, observed, eta, self.components)
+
     def to_arrays(self) -> dict[str, np.ndarray]:
         """The basis as a dict of plain arrays (for safetensors or ``.npz`` files).
 
@@ -264,7 +373,10 @@ class PCABasis:
         >>> sorted(PCABasis([0.0], [[1.0]], [2.0], [1.0]).to_arrays())
         ['components', 'explained_variance', 'explained_variance_ratio', 'mean']
         """
-        return {name: getattr(self, name) for name in _ARRAY_NAMES}
+        arrays = {name: getattr(self, name) for name in _ARRAY_NAMES}
+        if self.residual_variance is not None:
+            arrays["residual_variance"] = np.array([self.residual_variance])
+        return arrays
 
     @classmethod
     def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> "PCABasis":
@@ -286,10 +398,86 @@ class PCABasis:
         missing = [name for name in _ARRAY_NAMES if name not in arrays]
         if missing:
             raise ValueError(f"PCA arrays are missing {', '.join(missing)}")
-        return cls(**{name: np.asarray(arrays[name]) for name in _ARRAY_NAMES})
+        optional = {name: arrays[name] for name in _OPTIONAL_ARRAYS if name in arrays}
+        return cls(**{name: np.asarray(arrays[name]) for name in _ARRAY_NAMES}, **optional)
 
     def __repr__(self) -> str:
         return (
             f"<PCABasis: {self.n_components} components of {self.n_features} features, "
             f"{self.explained_variance_ratio.sum():.4%} of the variance>"
         )
+
+
+@dataclass
+class PCAProjection:
+    r"""Gappy PCA coefficients of a batch of spectra (`PCABasis.project`).
+
+    Attributes
+    ----------
+    coefficients : `numpy.ndarray`, shape (n, n_components)
+        Posterior-mean coefficients.
+    reconstruction_error : `numpy.ndarray`, shape (n,)
+        RMS residual over each spectrum's observed pixels.
+    inverse_gram : `numpy.ndarray`, shape (n, n_components, n_components)
+        :math:`A^{-1}`; the coefficients' covariance from the model error is
+        ``residual_variance * inverse_gram``.
+    observed : `numpy.ndarray` of bool, shape (n, n_features)
+        The pixels that constrained the coefficients.
+    residual_variance : float
+        Model error :math:`\eta` per observed pixel.
+    components : `numpy.ndarray`, shape (n_components, n_features)
+        The basis' components.
+    """
+
+    coefficients: np.ndarray
+    reconstruction_error: np.ndarray
+    inverse_gram: np.ndarray
+    observed: np.ndarray
+    residual_variance: float
+    components: np.ndarray
+
+    def output_covariance(self, jacobian, ivar) -> tuple[np.ndarray, np.ndarray]:
+        r"""Covariance that the spectrum's noise and gaps give a function of the coefficients.
+
+        To first order, through ``jacobian`` (d output / d coefficient): the pixels' own
+        noise, :math:`J A^{-1} C_O N C_O^T A^{-1} J^T` with :math:`N` the pixel variances
+        ``1 / ivar``, and the coefficients' posterior covariance from the model error
+        and the masked pixels, :math:`\eta J A^{-1} J^T`.
+
+        Parameters
+        ----------
+        jacobian : array-like, shape (n, D, n_components)
+            Derivatives of D outputs (e.g. a network's) with respect to the coefficients.
+        ivar : array-like, shape (n, n_features)
+            Inverse variance of the projected spectra's pixels.
+
+        Returns
+        -------
+        noise, gaps : `numpy.ndarray`, shape (n, D, D)
+            The two covariances.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from astro_spt.pca import PCABasis
+        >>> pca = PCABasis(
+        ...     np.zeros(4), [[1.0, 1.0, 0, 0], [0, 0, 1.0, 1.0]] / np.sqrt(2), [4.0, 1.0],
+        ...     [0.8, 0.2], residual_variance=0.01,
+        ... )
+        >>> jacobian = np.array([[[0.0, 1.0]]])  # the output is the second coefficient
+        >>> ivar = np.full((1, 4), 100.0)  # pixel noise 0.1
+        >>> for mask in (None, [[False, False, False, True]]):
+        ...     noise, gaps = pca.project(np.ones((1, 4)), mask).output_covariance(jacobian, ivar)
+        ...     print(np.sqrt(noise).round(3), np.sqrt(gaps).round(3))
+        [[[0.099]]] [[[0.1]]]
+        [[[0.139]]] [[[0.14]]]
+        """
+        jacobian = np.asarray(jacobian, dtype=np.float64)
+        ivar = np.asarray(ivar, dtype=np.float64)
+        projected = np.einsum("ndk,nkl->ndl", jacobian, self.inverse_gram)
+        sensitivity = projected @ self.components  # d output / d pixel, (n, D, n_features)
+        with np.errstate(divide="ignore"):
+            variance = np.where(self.observed & (ivar > 0), 1.0 / ivar, 0.0)
+        noise = np.einsum("ndp,nep,np->nde", sensitivity, sensitivity, variance)
+        gaps = self.residual_variance * np.einsum("ndk,nek->nde", projected, jacobian)
+        return noise, gaps

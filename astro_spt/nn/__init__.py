@@ -7,7 +7,7 @@ PyTorch and numpy only: no astropy units, no spectra.
 from .activations import enhanced_softmax
 from .attention import MultiHeadHSA
 from .loss import MahalanobisLoss
-from .mc import MCPrediction, mc_predict, model_precision
+from .mc import MCPrediction, input_jacobian, mc_predict, model_precision, predictive_samples
 from .model import MCDropout, SpectralTransformer, SPTBlock
 
 __all__ = [
@@ -18,6 +18,8 @@ __all__ = [
     "SPTBlock",
     "SpectralTransformer",
     "enhanced_softmax",
+    "input_jacobian",
     "mc_predict",
     "model_precision",
+    "predictive_samples",
 ]

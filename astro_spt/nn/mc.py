@@ -6,7 +6,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = ["MCPrediction", "mc_predict", "model_precision"]
+__all__ = [
+    "MCPrediction",
+    "input_jacobian",
+    "mc_predict",
+    "model_precision",
+    "predictive_samples",
+]
 
 
 @dataclass
@@ -23,6 +29,9 @@ class MCPrediction:
         The passes themselves, when asked for.
     seed : int
         The seed the masks were drawn with (pass it again to reproduce the run).
+    components : dict of str to `torch.Tensor` or None
+        Variances of the separate sources of the covariance, each shape (N, D), when the
+        predictor reports them (`~astro_spt.bundle.EstimatorBundle.predict_scaled`).
 
     Examples
     --------
@@ -49,6 +58,7 @@ class MCPrediction:
     covariance: torch.Tensor
     samples: torch.Tensor | None
     seed: int
+    components: dict | None = None
 
     @property
     def std(self) -> torch.Tensor:
@@ -214,3 +224,137 @@ def mc_predict(
         eye = torch.eye(samples.shape[-1], dtype=torch.float64, device=covariance.device)
         covariance = covariance + eye / tau
     return MCPrediction(mean, covariance, samples if return_samples else None, seed)
+
+
+def input_jacobian(model, x: torch.Tensor) -> torch.Tensor:
+    """Derivatives of the deterministic network's outputs with respect to its inputs.
+
+    One backward pass per output, in evaluation mode (BatchNorm on its running
+    statistics, so each spectrum's derivatives depend on that spectrum only). It carries
+    the uncertainty of the inputs (e.g. of PCA coefficients from a noisy spectrum) to the
+    outputs to first order.
+
+    Parameters
+    ----------
+    model : `~astro_spt.nn.SpectralTransformer`
+        The network.
+    x : `torch.Tensor`, shape (N, n_inputs)
+        Inputs.
+
+    Returns
+    -------
+    `torch.Tensor`, shape (N, n_outputs, n_inputs)
+
+    Examples
+    --------
+    >>> import torch
+    >>> from astro_spt.nn import SpectralTransformer, input_jacobian
+    >>> net = SpectralTransformer(n_inputs=8, d_model=16, n_heads=2, n_blocks=1).eval()
+    >>> x = torch.randn(4, 8)
+    >>> jacobian = input_jacobian(net, x)
+    >>> jacobian.shape
+    torch.Size([4, 2, 8])
+    >>> step = 1e-3 * torch.eye(8)[0]  # a finite difference agrees
+    >>> with torch.no_grad():
+    ...     change = (net(x + step) - net(x)) / 1e-3
+    >>> torch.allclose(change, jacobian[:, :, 0], atol=1e-3)
+    True
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.enable_grad():
+            inputs = x.detach().clone().requires_grad_(True)
+            outputs = model(inputs)
+            rows = []
+            for d in range(outputs.shape[1]):
+                (grad,) = torch.autograd.grad(
+                    outputs[:, d].sum(), inputs, retain_graph=d + 1 < outputs.shape[1]
+                )
+                rows.append(grad)
+    finally:
+        model.train(was_training)
+    return torch.stack(rows, dim=1).detach()
+
+
+def predictive_samples(
+    mc_samples: torch.Tensor,
+    covariance: torch.Tensor,
+    *,
+    epistemic_scale: torch.Tensor | None = None,
+    keys,
+    seed: int,
+) -> torch.Tensor:
+    """Samples of the full predictive distribution: MC dropout passes plus Gaussian terms.
+
+    Each Monte Carlo pass (the model's own, epistemic, spread, stretched per output by
+    ``epistemic_scale``) gets a Gaussian draw of ``covariance`` added (the spread the
+    passes do not hold: the labels' scatter, the spectrum's noise, a variance floor).
+    The draws are made exactly orthogonal to the passes' deviations and exactly of
+    ``covariance`` over the T samples, so the samples' mean is the passes' mean and
+    their covariance (normalised by T) is the passes' stretched covariance plus
+    ``covariance``, to rounding. ``std`` of the samples is then the predictive
+    uncertainty itself, not a Monte Carlo estimate of it. With fewer than
+    ``2 D + 2`` passes the draws are only standardised, not orthogonalised.
+
+    Parameters
+    ----------
+    mc_samples : `torch.Tensor`, shape (N, T, D)
+        The Monte Carlo dropout passes.
+    covariance : `torch.Tensor`, shape (N, D, D)
+        Covariance to add, symmetric positive semi-definite.
+    epistemic_scale : `torch.Tensor`, shape (D,), optional
+        Factor on each output's deviations of the passes from their mean.
+    keys : sequence of bytes
+        One per spectrum: with ``seed`` it seeds the draws (as in `mc_predict`), so a
+        spectrum's samples do not depend on its batch.
+    seed : int
+        Seed of the draws.
+
+    Returns
+    -------
+    `torch.Tensor`, shape (N, T, D), float64
+
+    Examples
+    --------
+    >>> import torch
+    >>> from astro_spt.nn import predictive_samples
+    >>> passes = 0.1 * torch.randn(3, 50, 2, dtype=torch.float64)
+    >>> extra = torch.diag(torch.tensor([1.0, 0.25], dtype=torch.float64)).expand(3, 2, 2)
+    >>> samples = predictive_samples(passes, extra, keys=[b"a", b"b", b"c"], seed=0)
+    >>> expected = torch.diagonal(extra, dim1=1, dim2=2) + passes.var(dim=1, unbiased=False)
+    >>> torch.allclose(samples.var(dim=1, unbiased=False), expected)
+    True
+    >>> torch.allclose(samples.mean(dim=1), passes.mean(dim=1))
+    True
+    """
+    samples = mc_samples.double()
+    n, t, d = samples.shape
+    mean = samples.mean(dim=1, keepdim=True)
+    deviations = samples - mean
+    if epistemic_scale is not None:
+        deviations = deviations * epistemic_scale.to(deviations)
+    draws = np.empty((n, t, d))
+    for i, key in enumerate(keys):
+        words = _key_words(key)
+        # a stream of its own, independent of the dropout masks (seeded by [seed, *words])
+        rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, *words, 1])))
+        draws[i] = rng.standard_normal((t, d))
+    draws = torch.from_numpy(draws).to(samples.device)
+    ones = torch.ones(n, t, 1, dtype=samples.dtype, device=samples.device)
+    if t >= 2 * d + 2:
+        basis, _ = torch.linalg.qr(torch.cat([ones, deviations], dim=2))
+        draws = draws - basis @ (basis.mT @ draws)
+    else:
+        draws = draws - draws.mean(dim=1, keepdim=True)
+    # whiten over the T samples, then colour with the wanted covariance
+    gram = draws.mT @ draws / t + 1e-12 * torch.eye(d, dtype=draws.dtype, device=draws.device)
+    whitened = torch.linalg.solve_triangular(torch.linalg.cholesky(gram), draws.mT, upper=False).mT
+    colour = _psd_factor(covariance.double().to(samples.device))
+    return mean + deviations + whitened @ colour.mT
+
+
+def _psd_factor(covariance: torch.Tensor) -> torch.Tensor:
+    """A factor F with F F^T = covariance, for positive semi-definite (even singular) input."""
+    values, vectors = torch.linalg.eigh(0.5 * (covariance + covariance.mT))
+    return vectors * torch.sqrt(torch.clamp(values, min=0.0)).unsqueeze(-2)

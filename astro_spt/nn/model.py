@@ -238,6 +238,12 @@ class SpectralTransformer(nn.Module):
     attention_activation : {"enhanced_softmax", "softmax"}
         Weight function of the attention: the paper's enhanced softmax (default), or the
         ordinary softmax for the ablation in ``docs/benchmarks.rst``.
+    aleatoric : bool
+        Add a second MLP head on the normalised backbone output that predicts each
+        spectrum's label covariance (the scatter of the labels about the prediction,
+        heteroscedastic): `scatter_covariance`. It is trained after the network, by a
+        Gaussian likelihood (`~astro_spt.training.fit_scatter_head`), and leaves the
+        predicted labels unchanged.
 
     Examples
     --------
@@ -265,6 +271,7 @@ class SpectralTransformer(nn.Module):
         init_std: float = 0.02,
         bn_momentum: float = 0.1,
         attention_activation: str = "enhanced_softmax",
+        aleatoric: bool = False,
     ):
         super().__init__()
         if dropout_position not in DROPOUT_POSITIONS:
@@ -294,6 +301,7 @@ class SpectralTransformer(nn.Module):
             "init_std": init_std,
             "bn_momentum": bn_momentum,
             "attention_activation": attention_activation,
+            "aleatoric": bool(aleatoric),
         }
         block_dropout = dropout if dropout_position == "all" else 0.0
         self.embed = nn.Linear(n_inputs, d_model)
@@ -316,6 +324,16 @@ class SpectralTransformer(nn.Module):
             nn.GELU(),
             MCDropout(dropout, head_hidden),
             nn.Linear(head_hidden, n_outputs),
+        )
+        # One output per entry of a lower-triangular Cholesky factor of the covariance.
+        self.scatter_head = (
+            nn.Sequential(
+                nn.Linear(d_model, head_hidden),
+                nn.GELU(),
+                nn.Linear(head_hidden, n_outputs * (n_outputs + 1) // 2),
+            )
+            if aleatoric
+            else None
         )
         self.reset_parameters(init_std)
 
@@ -456,6 +474,88 @@ class SpectralTransformer(nn.Module):
         else:
             (h,) = shared
         return self.head(h)
+
+    def backbone(self, x: torch.Tensor) -> torch.Tensor:
+        """The normalised backbone output of the deterministic network, shape (N, d_model).
+
+        What the MLP heads read; dropout is off (evaluation mode, no Monte Carlo masks).
+
+        Examples
+        --------
+        >>> import torch
+        >>> from astro_spt.nn import SpectralTransformer
+        >>> net = SpectralTransformer(n_inputs=8, d_model=16, n_heads=2, n_blocks=1).eval()
+        >>> net.backbone(torch.randn(4, 8)).shape
+        torch.Size([4, 16])
+        """
+        if self.hparams["dropout_position"] == "head":
+            return self.forward_shared(x)[0]
+        self._check_input(x)
+        h = self.embed(x)
+        for block in self.blocks:
+            h = block(h)
+        return self.norm(h)
+
+    def scatter_cholesky(self, h: torch.Tensor) -> torch.Tensor:
+        """Lower-triangular Cholesky factors of the label covariance from a backbone output.
+
+        Parameters
+        ----------
+        h : `torch.Tensor`, shape (N, d_model)
+            Output of `backbone`.
+
+        Returns
+        -------
+        `torch.Tensor`, shape (N, n_outputs, n_outputs)
+            ``L`` with a positive diagonal; the covariance is ``L @ L.mT``.
+
+        Raises
+        ------
+        ValueError
+            If the network was built without ``aleatoric=True``.
+
+        Examples
+        --------
+        >>> import torch
+        >>> from astro_spt.nn import SpectralTransformer
+        >>> net = SpectralTransformer(
+        ...     n_inputs=8, d_model=16, n_heads=2, n_blocks=1, aleatoric=True
+        ... ).eval()
+        >>> factor = net.scatter_cholesky(net.backbone(torch.randn(4, 8)))
+        >>> factor.shape, bool((torch.diagonal(factor, dim1=1, dim2=2) > 0).all())
+        (torch.Size([4, 2, 2]), True)
+        """
+        if self.scatter_head is None:
+            raise ValueError("this network has no aleatoric head (built with aleatoric=False)")
+        d = self.hparams["n_outputs"]
+        raw = self.scatter_head(h)
+        rows, cols = torch.tril_indices(d, d, device=raw.device)
+        factor = raw.new_zeros(raw.shape[0], d, d)
+        factor[:, rows, cols] = raw
+        # exp of a clamped log keeps the diagonal positive and finite (σ from 1e-3 to 1e3
+        # of the standardised labels' spread)
+        diagonal = torch.exp(torch.clamp(torch.diagonal(factor, dim1=1, dim2=2), -7.0, 7.0))
+        return torch.tril(factor, diagonal=-1) + torch.diag_embed(diagonal)
+
+    def scatter_covariance(self, x: torch.Tensor) -> torch.Tensor:
+        """Predicted covariance of the labels about the prediction (aleatoric), (N, D, D).
+
+        In the network's (standardised) label space; needs ``aleatoric=True``.
+
+        Examples
+        --------
+        >>> import torch
+        >>> from astro_spt.nn import SpectralTransformer
+        >>> net = SpectralTransformer(
+        ...     n_inputs=8, d_model=16, n_heads=2, n_blocks=1, aleatoric=True
+        ... ).eval()
+        >>> with torch.no_grad():
+        ...     covariance = net.scatter_covariance(torch.randn(4, 8))
+        >>> covariance.shape
+        torch.Size([4, 2, 2])
+        """
+        factor = self.scatter_cholesky(self.backbone(x))
+        return factor @ factor.mT
 
     def stochastic_layers(self) -> list[MCDropout]:
         """The dropout layers that make a pass stochastic, in forward order.

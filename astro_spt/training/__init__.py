@@ -1,6 +1,13 @@
 """Training of SPT estimators: the paper's recipe (SPT paper §2.6) and the glue around it."""
 
-from .loop import EarlyStopping, TrainingConfig, TrainingHistory, average_state_dicts, fit_network
+from .loop import (
+    EarlyStopping,
+    TrainingConfig,
+    TrainingHistory,
+    average_state_dicts,
+    fit_network,
+    fit_scatter_head,
+)
 from .train import EstimatorConfig, split_indices, split_training_rows, train
 
 __all__ = [
@@ -10,6 +17,7 @@ __all__ = [
     "TrainingHistory",
     "average_state_dicts",
     "fit_network",
+    "fit_scatter_head",
     "split_indices",
     "split_training_rows",
     "train",

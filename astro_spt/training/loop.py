@@ -17,6 +17,8 @@ __all__ = [
     "TrainingHistory",
     "average_state_dicts",
     "fit_network",
+    "fit_scatter_head",
+    "gaussian_nll",
 ]
 
 
@@ -436,5 +438,151 @@ def fit_network(
             break
     history.averaged_epochs = list(range(history.n_epochs - len(recent), history.n_epochs))
     net.load_state_dict(average_state_dicts(recent))
+    net.eval()
+    return history
+
+
+def gaussian_nll(residual, factor):
+    """Negative log-likelihood (less a constant) of residuals under N(0, L Lᵀ), per sample.
+
+    Parameters
+    ----------
+    residual : `torch.Tensor`, shape (N, D)
+    factor : `torch.Tensor`, shape (N, D, D)
+        Lower-triangular Cholesky factors with a positive diagonal.
+
+    Returns
+    -------
+    `torch.Tensor`, shape (N,)
+
+    Examples
+    --------
+    >>> import torch
+    >>> from astro_spt.training.loop import gaussian_nll
+    >>> factor = torch.diag_embed(torch.tensor([[2.0, 1.0]]))  # σ = 2 and 1
+    >>> gaussian_nll(torch.tensor([[2.0, 0.0]]), factor)  # ½·1 + log 2
+    tensor([1.1931])
+    """
+    import torch
+
+    whitened = torch.linalg.solve_triangular(factor, residual.unsqueeze(-1), upper=False)
+    log_det = torch.log(torch.diagonal(factor, dim1=-2, dim2=-1)).sum(-1)
+    return 0.5 * whitened.squeeze(-1).pow(2).sum(-1) + log_det
+
+
+def fit_scatter_head(
+    net,
+    x_train,
+    y_train,
+    x_val,
+    y_val,
+    *,
+    seed: int = 0,
+    learning_rate: float = 1e-3,
+    weight_decay: float = 1e-4,
+    batch_size: int = 256,
+    max_epochs: int = 300,
+    patience: int = 20,
+    device=None,
+    residual_train=None,
+) -> dict:
+    r"""Train the aleatoric head of a trained network by a Gaussian likelihood.
+
+    The second stage of training (``docs/uncertainties.rst``): the network's mean is
+    fitted by the paper's Mahalanobis loss (`fit_network`) and stays frozen; only
+    ``net.scatter_head`` learns, from the residuals of the deterministic network, the
+    covariance :math:`L L^T` of the labels about its prediction, minimising
+    :math:`\frac12 r^T (L L^T)^{-1} r + \log |L|` (`gaussian_nll`). So the predicted
+    labels, and their accuracy, are exactly those of the first stage. Early stopping on
+    the validation likelihood keeps the best epoch's weights.
+
+    Parameters
+    ----------
+    net : `~astro_spt.nn.SpectralTransformer`
+        A trained network built with ``aleatoric=True``.
+    x_train, y_train, x_val, y_val : array-like
+        Inputs and scaled labels, as for `fit_network`.
+    seed : int, optional
+        Seed of the batch order.
+    learning_rate, weight_decay, batch_size, max_epochs, patience : optional
+        Adam settings and early stopping.
+    device : str or `torch.device`, optional
+        Where to train.
+    residual_train : array-like, shape of ``y_train``, optional
+        The residuals to learn from, instead of ``y_train - net(x_train)``: e.g.
+        out-of-fold residuals of networks that did not see those spectra, which, unlike
+        a network's residuals on its own training set, are as large as on new spectra.
+
+    Returns
+    -------
+    dict
+        ``train_nll`` and ``val_nll`` per epoch, ``best_epoch``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from astro_spt.nn import SpectralTransformer
+    >>> from astro_spt.training.loop import fit_scatter_head
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.normal(size=(400, 8)).astype("float32")
+    >>> y = rng.normal(size=(400, 2)) * np.where(x[:, :1] > 0, 1.0, 0.1)  # two noise levels
+    >>> net = SpectralTransformer(
+    ...     n_inputs=8, d_model=16, n_heads=2, n_blocks=1, aleatoric=True
+    ... ).eval()
+    >>> history = fit_scatter_head(net, x[:300], y[:300], x[300:], y[300:], seed=0)
+    >>> import torch
+    >>> with torch.no_grad():
+    ...     sigma = torch.diagonal(net.scatter_covariance(torch.from_numpy(x)), dim1=1, dim2=2)
+    >>> noisy = torch.from_numpy(x[:, 0] > 0)
+    >>> bool(sigma[noisy].mean() > 5 * sigma[~noisy].mean())  # it learned which is which
+    True
+    """
+    import torch
+
+    if net.scatter_head is None:
+        raise ValueError("the network has no aleatoric head (build it with aleatoric=True)")
+    device = torch.device(device or "cpu")
+    net.to(device).eval()
+
+    def prepare(x, y):
+        x = torch.as_tensor(np.asarray(x, dtype=np.float32), device=device)
+        y = torch.as_tensor(np.asarray(y, dtype=np.float32), device=device)
+        with torch.no_grad():
+            return net.backbone(x), y - net(x)
+
+    h_train, r_train = prepare(x_train, y_train)
+    h_val, r_val = prepare(x_val, y_val)
+    if residual_train is not None:
+        r_train = torch.as_tensor(np.asarray(residual_train, dtype=np.float32), device=device)
+    parameters = list(net.scatter_head.parameters())
+    optimiser = torch.optim.Adam(parameters, lr=learning_rate, weight_decay=weight_decay)
+    generator = torch.Generator().manual_seed(seed)
+    history = {"train_nll": [], "val_nll": [], "best_epoch": 0}
+    best, best_state, waited = np.inf, None, 0
+    n = len(h_train)
+    for epoch in range(max_epochs):
+        net.scatter_head.train()
+        order = torch.randperm(n, generator=generator).to(device)
+        total = 0.0
+        for start in range(0, n, batch_size):
+            idx = order[start : start + batch_size]
+            optimiser.zero_grad()
+            loss = gaussian_nll(r_train[idx], net.scatter_cholesky(h_train[idx])).mean()
+            loss.backward()
+            optimiser.step()
+            total += loss.item() * len(idx)
+        net.scatter_head.eval()
+        with torch.no_grad():
+            val = gaussian_nll(r_val, net.scatter_cholesky(h_val)).mean().item()
+        history["train_nll"].append(total / n)
+        history["val_nll"].append(val)
+        if val < best:
+            best, waited, history["best_epoch"] = val, 0, epoch
+            best_state = {k: v.detach().clone() for k, v in net.scatter_head.state_dict().items()}
+        else:
+            waited += 1
+            if waited >= patience:
+                break
+    net.scatter_head.load_state_dict(best_state)
     net.eval()
     return history

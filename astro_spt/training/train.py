@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field, fields
 import numpy as np
 
 from ..exceptions import AstroSPTError, AstroSPTWarning
-from .loop import TrainingConfig, fit_network
+from .loop import TrainingConfig, fit_network, fit_scatter_head
 
 __all__ = ["EstimatorConfig", "split_indices", "train"]
 
@@ -54,9 +54,28 @@ class EstimatorConfig:
         the validation labels (Gal & Ghahramani 2016 choose τ on validation data too);
         the equivalent l is recorded in the provenance.
     calibrate : bool
-        Fit a per-label scale of the uncertainties on the validation part so that 68.3 %
-        of validation stars fall within 1σ. Without it about 70-90 % of the benchmark's
-        test stars fell within 1σ (``docs/benchmarks.rst``).
+        Fit a per-label scale of the uncertainties on the validation part so that about
+        68.3 % of validation stars fall within 1σ and 95.4 % within 2σ (the best
+        compromise when residuals are heavier-tailed than a Gaussian).
+    uncertainty : {"predictive", "paper"}
+        ``"predictive"`` (default): the full predictive distribution of
+        ``docs/uncertainties.rst``: the network gets an aleatoric head, trained after it
+        by a Gaussian likelihood (`fit_scatter_head`), and the weights of the three
+        sources (spectrum noise, aleatoric, epistemic) are fitted per label on the
+        validation part by maximum likelihood. ``"paper"``: SPT paper Eq. 6, the Monte
+        Carlo dropout spread plus the τ⁻¹ floor, for the ablation table.
+    scatter_folds : int
+        With ``uncertainty="predictive"``, the aleatoric head learns from out-of-fold
+        residuals: the training part is cut into this many folds, and a network trained
+        (with the same recipe) on the others predicts each fold. A network's residuals
+        on its own training spectra are smaller than on new ones, most of all where
+        training spectra are few, and a head trained on them gives too narrow tails.
+        0 or 1 uses the network's own training residuals (one training run instead of
+        ``scatter_folds + 1``).
+    projection : {"gappy", "orthogonal"}
+        How spectra are projected on the PCA basis: ``"gappy"`` (default) ignores
+        masked pixels (`~astro_spt.pca.PCABasis.project`); ``"orthogonal"`` projects the
+        interpolated values too, as astro_spt 0.1 did.
     training : `TrainingConfig`
         Optimisation settings.
 
@@ -88,11 +107,20 @@ class EstimatorConfig:
     n_samples: int = 100
     length_scale: float | None = None
     calibrate: bool = True
+    uncertainty: str = "predictive"
+    scatter_folds: int = 4
+    projection: str = "gappy"
     training: TrainingConfig = field(default_factory=TrainingConfig)
 
     def __post_init__(self):
         if not 0 <= self.test_fraction < 1 or not 0 < self.val_fraction < 1:
             raise ValueError("test_fraction must be in [0, 1) and val_fraction in (0, 1)")
+        if self.uncertainty not in ("predictive", "paper"):
+            raise ValueError(
+                f"uncertainty must be 'predictive' or 'paper', got {self.uncertainty!r}"
+            )
+        if self.projection not in ("gappy", "orthogonal"):
+            raise ValueError(f"projection must be 'gappy' or 'orthogonal', got {self.projection!r}")
         if isinstance(self.training, dict):
             object.__setattr__(self, "training", TrainingConfig.from_dict(self.training))
         for name in ("n_inputs", "n_outputs"):
@@ -316,6 +344,107 @@ def _label_arrays(labels, label_names):
     return list(label_names), units, np.stack(columns, axis=1)
 
 
+def _coverage_scale(z) -> list[float]:
+    """Per label, the factor on σ that best gives 68.27 % inside 1σ and 95.45 % inside 2σ.
+
+    ``z`` holds |residual| / σ of validation stars, shape (N, D). Residuals heavier-
+    tailed than a Gaussian cannot meet both coverages: the factor minimises the sum of
+    the squared misses, each in units of its tolerance (±4 % at 1σ, ±3 % at 2σ).
+    """
+    z = np.asarray(z, dtype=float)
+    candidates = np.exp(np.linspace(np.log(0.05), np.log(20.0), 2001))
+    scales = []
+    for column in z.T:
+        column = np.sort(column[np.isfinite(column)])
+        within = [
+            np.searchsorted(column, k * candidates, side="right") / max(len(column), 1)
+            for k in (1, 2)
+        ]
+        miss = ((within[0] - 0.6827) / 0.04) ** 2 + ((within[1] - 0.9545) / 0.03) ** 2
+        # the middle of the best stretch, not its first point
+        best = np.flatnonzero(miss == miss.min())
+        scales.append(float(candidates[best[len(best) // 2]]))
+    return scales
+
+
+def _out_of_fold_residuals(hparams, features, y_net, i_train, i_val, config, *, device):
+    """Residuals of each training spectrum from a network trained without its fold."""
+    import torch
+
+    from ..nn import SpectralTransformer
+
+    seed = config.training.seed
+    order = np.random.default_rng(seed + 2).permutation(len(i_train))
+    residual = np.zeros((len(i_train), y_net.shape[1]), dtype=np.float32)
+    for k, held in enumerate(np.array_split(order, config.scatter_folds)):
+        kept = i_train[np.setdiff1d(np.arange(len(i_train)), held)]
+        torch.manual_seed(seed + 100 + k)
+        network = SpectralTransformer(**{**hparams, "aleatoric": False})
+        fit_network(
+            network,
+            features[kept],
+            y_net[kept],
+            features[i_val],
+            y_net[i_val],
+            config.training,
+            device=device,
+        )
+        device_of = next(network.parameters()).device
+        with torch.no_grad():
+            x = torch.as_tensor(features[i_train[held]], device=device_of)
+            residual[held] = y_net[i_train[held]] - network.eval()(x).cpu().numpy()
+    return residual
+
+
+def _equivalent_length_scale(tau, dropout, weight_decay, n_train) -> float | None:
+    """The prior length-scale l that gives τ = p l² / (2 N λ) (SPT paper §2.4)."""
+    if tau is None or not (dropout > 0 and weight_decay > 0):
+        return None
+    return float(np.sqrt(2 * n_train * weight_decay * tau / dropout))
+
+
+def _fit_uncertainty_weights(bundle, flux, ivar, mask, y_net, *, seed, calibrate) -> dict:
+    """Weights of the sources of the predictive variance, per label, from validation data.
+
+    Per label d, the variance is :math:`\\sigma_d^2 = \\sum_s w_{s,d} v_{s,d}` over the
+    sources s (noise, aleatoric, epistemic; `EstimatorBundle.predict_scaled`), and the
+    weights maximise the Gaussian likelihood of the validation residuals. With
+    ``calibrate`` every weight of a label is then scaled so that the validation stars'
+    coverage at 1σ and 2σ is as close as it can be to 68.27 % and 95.45 %
+    (`_coverage_scale`).
+    """
+    import torch
+
+    from ..bundle import UNCERTAINTY_SOURCES
+
+    n_labels = y_net.shape[1]
+    bundle.uncertainty = {"weights": {s: [1.0] * n_labels for s in UNCERTAINTY_SOURCES}}
+    projection = bundle.project(flux, mask)
+    prediction = bundle.predict_scaled(
+        projection.coefficients, seed=seed, projection=projection, ivar=ivar
+    )
+    residual = torch.as_tensor(y_net, dtype=torch.float64) - prediction.mean.double()
+    names = [s for s in UNCERTAINTY_SOURCES if s in prediction.components]
+    variances = torch.stack([prediction.components[s] for s in names], dim=-1)  # (N, D, S)
+    log_weights = torch.zeros(n_labels, len(names), dtype=torch.float64, requires_grad=True)
+    optimiser = torch.optim.Adam([log_weights], lr=0.05)
+    for _ in range(1000):
+        optimiser.zero_grad()
+        total = (variances * torch.exp(log_weights)).sum(-1) + 1e-12
+        loss = 0.5 * (torch.log(total) + residual**2 / total).mean()
+        loss.backward()
+        optimiser.step()
+        with torch.no_grad():
+            log_weights.clamp_(-20.0, 10.0)
+    weights = torch.exp(log_weights.detach())
+    if calibrate:
+        std = torch.sqrt((variances * weights).sum(-1))
+        scale = torch.tensor(_coverage_scale((residual.abs() / std).numpy()))
+        weights = weights * scale[:, None] ** 2
+    found = {s: weights[:, k].tolist() for k, s in enumerate(names)}
+    return {"weights": {s: found.get(s, [0.0] * n_labels) for s in UNCERTAINTY_SOURCES}}
+
+
 def train(
     spectra,
     labels,
@@ -440,13 +569,30 @@ def train(
     usable[np.concatenate([i_train, i_val, i_test])] = True
     seed = config.training.seed
 
+    # The basis is fitted on the training part only: the validation part then measures
+    # the out-of-distribution statistics on spectra the basis has not seen.
+    n_components = config.n_components if config.variance_threshold is None else None
+    if n_components is not None and n_components > min(len(i_train), flux.shape[1]):
+        warnings.warn(
+            f"{n_components} PCA components asked for, but the training part holds only "
+            f"{len(i_train)} spectra: keeping {min(len(i_train), flux.shape[1])}",
+            AstroSPTWarning,
+            stacklevel=2,
+        )
+        n_components = min(len(i_train), flux.shape[1])
     pca = PCABasis.fit(
-        flux[np.concatenate([i_train, i_val])],
-        n_components=config.n_components if config.variance_threshold is None else None,
-        variance_threshold=config.variance_threshold,
+        flux[i_train], n_components=n_components, variance_threshold=config.variance_threshold
     )
+    gappy = config.projection == "gappy"
     features = np.zeros((len(flux), pca.n_components), dtype=np.float32)
-    features[usable] = pca.transform(flux[usable]).astype(np.float32)
+    for start in range(0, len(flux), 256):
+        rows = np.flatnonzero(usable[start : start + 256]) + start
+        if len(rows):
+            features[rows] = (
+                pca.project(flux[rows], spectra.mask[rows]).coefficients
+                if gappy
+                else pca.transform(flux[rows])
+            )
 
     specs = []
     for i, (name, unit, scaling) in enumerate(zip(names, units, scalings, strict=True)):
@@ -457,7 +603,9 @@ def train(
         [spec.to_network(y[usable, i]) for i, spec in enumerate(specs)], axis=1
     )
 
-    hparams = dict(config.network, n_inputs=pca.n_components, n_outputs=len(names))
+    predictive = config.uncertainty == "predictive"
+    hparams = {"aleatoric": predictive, **config.network}
+    hparams.update(n_inputs=pca.n_components, n_outputs=len(names))
     torch.manual_seed(seed)
     network = SpectralTransformer(**hparams)
     history = fit_network(
@@ -470,25 +618,24 @@ def train(
         device=device,
         progress=progress,
     )
+    scatter_history = None
+    if network.scatter_head is not None:
+        residual = None
+        if config.scatter_folds > 1:
+            residual = _out_of_fold_residuals(
+                hparams, features, y_net, i_train, i_val, config, device=device
+            )
+        scatter_history = fit_scatter_head(
+            network,
+            features[i_train],
+            y_net[i_train],
+            features[i_val],
+            y_net[i_val],
+            seed=seed,
+            device=device,
+            residual_train=residual,
+        )
     network.cpu()
-    dropout = network.hparams["dropout"]
-    weight_decay = config.training.weight_decay
-    val_pred = mc_predict(network, torch.from_numpy(features[i_val]), config.n_samples, seed=seed)
-    if config.length_scale is not None and dropout > 0 and weight_decay > 0:
-        tau = model_precision(dropout, config.length_scale, len(i_train), weight_decay)
-        tau_from = "length_scale"
-    else:
-        tau = fit_precision(y_net[i_val], val_pred.mean.numpy(), val_pred.covariance.numpy())
-        tau_from = "validation"
-    uncertainty_scale = None
-    if config.calibrate:
-        std = np.sqrt(np.diagonal(val_pred.covariance.numpy(), axis1=1, axis2=2) + 1 / tau)
-        z = np.abs(y_net[i_val] - val_pred.mean.numpy()) / std
-        # the scale that puts 68.27 % of validation stars inside 1σ
-        uncertainty_scale = [
-            float(max(np.quantile(z[:, i], 0.6827), 1e-3)) for i in range(len(names))
-        ]
-
     bundle = EstimatorBundle(
         network,
         pca,
@@ -496,16 +643,43 @@ def train(
         preprocess_config=preprocess_config,
         label_covariance=np.atleast_2d(np.cov(y_net[i_train], rowvar=False)),
         n_samples=config.n_samples,
-        tau=tau,
-        uncertainty_scale=uncertainty_scale,
-        reference=ReferenceStats.from_training(pca, flux[i_train], y[i_train], names),
+        reference=ReferenceStats.from_training(
+            pca, flux[i_val], y[i_train], names, mask=spectra.mask[i_val], gappy=gappy
+        ),
+        projection=config.projection,
         description=description,
     )
+    if predictive:
+        tau = tau_from = None
+        bundle.uncertainty = _fit_uncertainty_weights(
+            bundle,
+            flux[i_val],
+            spectra.ivar[i_val],
+            spectra.mask[i_val],
+            y_net[i_val],
+            seed=seed,
+            calibrate=config.calibrate,
+        )
+    else:
+        dropout = network.hparams["dropout"]
+        weight_decay = config.training.weight_decay
+        val_pred = mc_predict(
+            network, torch.from_numpy(features[i_val]), config.n_samples, seed=seed
+        )
+        if config.length_scale is not None and dropout > 0 and weight_decay > 0:
+            tau = model_precision(dropout, config.length_scale, len(i_train), weight_decay)
+            tau_from = "length_scale"
+        else:
+            tau = fit_precision(y_net[i_val], val_pred.mean.numpy(), val_pred.covariance.numpy())
+            tau_from = "validation"
+        bundle.tau = tau
+        if config.calibrate:
+            std = np.sqrt(np.diagonal(val_pred.covariance.numpy(), axis1=1, axis2=2) + 1 / tau)
+            z = np.abs(y_net[i_val] - val_pred.mean.numpy()) / std
+            bundle.uncertainty_scale = tuple(_coverage_scale(z))
     metrics = None
     if len(i_test):
-        pred = bundle.unscale(
-            bundle.predict_scaled(features[i_test], seed=seed, return_samples=True)
-        )
+        pred = bundle.predict(flux[i_test], spectra.ivar[i_test], spectra.mask[i_test], seed=seed)
         metrics = metrics_table(y[i_test], pred.mean, pred.std, names=names, model="SPT")
     history.split = split
     history.test_metrics = metrics
@@ -524,12 +698,20 @@ def train(
         "mc_dropout": {
             "tau": tau,
             "tau_from": tau_from,
-            "equivalent_length_scale": (
-                float(np.sqrt(2 * len(i_train) * weight_decay * tau / dropout))
-                if dropout > 0 and weight_decay > 0
-                else None
+            "equivalent_length_scale": _equivalent_length_scale(
+                tau, network.hparams["dropout"], config.training.weight_decay, len(i_train)
             ),
-            "uncertainty_scale": uncertainty_scale,
+            "uncertainty_scale": (
+                None if bundle.uncertainty_scale is None else list(bundle.uncertainty_scale)
+            ),
+        },
+        "uncertainty": {
+            "method": config.uncertainty,
+            "weights": None if bundle.uncertainty is None else bundle.uncertainty["weights"],
+            "scatter_head_epochs": (
+                None if scatter_history is None else len(scatter_history["val_nll"])
+            ),
+            "reference_set": "validation",
         },
         "epochs": history.n_epochs,
         "history": history.to_dict(),
