@@ -64,7 +64,7 @@ WEIGHT_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 PROJECTIONS = ("orthogonal", "gappy")
 #: Default threshold of the ``large_uncertainty`` flag, as a fraction of the label's
 #: spread in the training set (`EstimatorBundle.large_uncertainty`).
-LARGE_UNCERTAINTY_FRACTION = 0.5
+LARGE_UNCERTAINTY_FRACTION = 0.75
 #: The sources of the predictive uncertainty (`EstimatorBundle.predict_scaled`).
 UNCERTAINTY_SOURCES = ("noise", "aleatoric", "epistemic")
 PCA_DTYPES = ("float64", "float32")

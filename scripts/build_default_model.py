@@ -214,7 +214,7 @@ def main():
     split = history.split
     i_fit = np.concatenate([split["train"], split["validation"]])
     i_test = split["test"]
-    features = bundle.features(result.flux)
+    features = bundle.features(result.flux, result.mask)
     y = np.stack([labels["age"].value, labels["mass"].value], axis=1)
     spt = history.test_metrics
     base_table, _, base_times = run_baselines(
@@ -229,11 +229,16 @@ def main():
     comparison = paper_table([base_table, spt])
 
     # ship float16 weights if they move the test predictions by less than 0.1 %
-    reference = bundle.unscale(bundle.predict_scaled(features[i_test], seed=0, return_samples=True))
+    def predict(model):
+        return model.predict(
+            result.flux[i_test], result.ivar[i_test], result.mask[i_test], seed=0
+        )
+
+    reference = predict(bundle)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     bundle.save_pretrained(args.work / "fp16", dtype="float16", pca_dtype="float32")
     half = EstimatorBundle.from_pretrained(args.work / "fp16")
-    shipped = half.unscale(half.predict_scaled(features[i_test], seed=0, return_samples=True))
+    shipped = predict(half)
     change = float(np.max(np.abs(shipped.mean / reference.mean - 1)))
     dtype = "float16" if change < 1e-3 else "float32"
     log(f"float16 weights move test predictions by at most {change:.2e}; storing {dtype}")

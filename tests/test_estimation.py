@@ -13,7 +13,13 @@ from specutils import Spectrum, SpectrumList
 
 import astro_spt
 from astro_spt import flags
-from astro_spt.estimation import estimate, expand_inputs, iter_preprocessed, preprocess_inputs
+from astro_spt.estimation import (
+    estimate,
+    expand_inputs,
+    iter_preprocessed,
+    preprocess_inputs,
+    samples_distribution,
+)
 from astro_spt.exceptions import AstroSPTError
 from astro_spt.preprocess import PreprocessConfig, preprocess
 
@@ -180,8 +186,11 @@ def test_results_do_not_depend_on_batching(lamost_files, untrained_bundle):
 def test_seed_and_samples(lamost_files, untrained_bundle):
     a = estimate(lamost_files[:2], untrained_bundle, seed=1, return_samples=True, n_samples=8)
     b = estimate(lamost_files[:2], untrained_bundle, seed=2)
-    assert isinstance(a["age_samples"], Distribution)
-    assert a["age_samples"].n_samples == 8 and a["age_samples"].unit == u.Gyr
+    # plain 2-D columns, whose spread is the error column's
+    assert not isinstance(a["age_samples"], Distribution)
+    assert a["age_samples"].shape == (2, 8) and a["age_samples"].unit == u.Gyr
+    np.testing.assert_allclose(np.std(a["age_samples"], axis=1), a["age_err"], rtol=1e-9)
+    assert samples_distribution(a["age_samples"]).n_samples == 8
     assert not np.array_equal(a["age"].value, b["age"].value)
     assert a.meta["n_samples"] == 8
 

@@ -75,8 +75,10 @@ def test_training_beats_the_mean_on_real_spectra(lasp):
     assert bundle.label_units == ("K", "", "")
     assert bundle.provenance["n_test"] == len(test)
     assert set(bundle.provenance["metrics"]) == {"teff", "logg", "feh"}
-    assert bundle.uncertainty_scale is not None and bundle.tau > 0
-    assert bundle.provenance["mc_dropout"]["tau_from"] == "validation"  # no length_scale
+    # the predictive uncertainty: every source weighted, fitted on the validation part
+    assert set(bundle.uncertainty["weights"]) == {"noise", "aleatoric", "epistemic"}
+    assert bundle.network.scatter_head is not None and bundle.projection == "gappy"
+    assert bundle.provenance["uncertainty"]["method"] == "predictive"
     # test, training and validation parts are disjoint
     parts = [set(history.split[k].tolist()) for k in ("train", "validation", "test")]
     assert not (parts[0] & parts[1] or parts[0] & parts[2] or parts[1] & parts[2])
@@ -156,6 +158,7 @@ def test_provenance_says_where_tau_came_from(dropout, weight_decay, tau_from):
         network={"d_model": 16, "n_heads": 2, "n_blocks": 1, "dropout": dropout},
         n_samples=4,
         length_scale=1.0,
+        uncertainty="paper",
         training=TrainingConfig(batch_size=4, max_epochs=2, weight_decay=weight_decay),
     )
     bundle, _ = train(example_files() * 2, vstack([labels, labels]), config=config)
