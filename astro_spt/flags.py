@@ -32,6 +32,7 @@ __all__ = [
     "HEAVY_DAMAGE",
     "LARGE_UNCERTAINTY",
     "LOW_SNR",
+    "MASKED_STANDARD_REGIONS",
     "MISSING_VALUES",
     "NEGATIVE_FLUX",
     "NO_REDSHIFT",
@@ -52,7 +53,8 @@ __all__ = [
     "has_flag",
 ]
 
-#: Integer type of flag arrays: 32 bits leave room for 19 more flags, and map to FITS ``J``.
+#: Integer type of flag arrays: bits 0-30 (the sign bit is not used) leave room for 17
+#: more flags, and map to FITS ``J``.
 FLAG_DTYPE = np.int32
 
 #: Severity levels, from harmless to fatal.
@@ -230,7 +232,8 @@ FLAGS = FlagRegistry(
             0,
             "missing_values",
             "Gaps (NaN, infinite, zero inverse variance or masked pixels) longer than the "
-            "repairable length, or too many missing pixels; gaps were interpolated over.",
+            "repairable length, or too many missing pixels, outside the windows surveys "
+            "routinely mask (see ``masked_standard_regions``); gaps were interpolated over.",
             "warning",
         ),
         FlagDefinition(
@@ -309,6 +312,16 @@ FLAGS = FlagRegistry(
             "rest frame.",
             "info",
         ),
+        FlagDefinition(
+            13,
+            "masked_standard_regions",
+            "More than a fraction (``standard_mask_min_fraction``, 20 % by default) "
+            "of one of the wavelength windows surveys routinely mask "
+            "(``standard_mask_windows_aa``: by default the blue end below 4,000 Å, the "
+            "telluric A band at 7,550-7,700 Å and the red end above 9,000 Å) was missing "
+            "and interpolated over; such gaps do not set ``missing_values``.",
+            "info",
+        ),
     ]
 )
 
@@ -325,6 +338,7 @@ OUTSIDE_LABEL_RANGE = FLAGS["outside_label_range"].value
 LARGE_UNCERTAINTY = FLAGS["large_uncertainty"].value
 UNREADABLE = FLAGS["unreadable"].value
 NO_REDSHIFT = FLAGS["no_redshift"].value
+MASKED_STANDARD_REGIONS = FLAGS["masked_standard_regions"].value
 
 
 def decode_flags(value) -> list[str] | list[list[str]]:

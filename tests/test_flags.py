@@ -93,6 +93,15 @@ def test_severity_masks():
         FLAGS.mask_of("fatal")
 
 
+def test_masked_standard_regions_is_informational():
+    # issue 14: gaps in a survey's routinely masked windows are worth knowing, not a defect
+    definition = FLAGS["masked_standard_regions"]
+    assert (definition.bit, definition.severity) == (13, "info")
+    assert flags.MASKED_STANDARD_REGIONS == 1 << 13
+    assert flags.MASKED_STANDARD_REGIONS & FLAGS.mask_of("info")
+    assert "missing_values" in definition.description
+
+
 def test_flag_table_matches_registry():
     table = flags.flag_table()
     assert list(table.colnames) == [

@@ -5,11 +5,14 @@ Real LAMOST spectra with injected anomalies are in ``test_preprocess_real.py``.
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from astro_spt import flags
 from astro_spt.exceptions import InvalidSpectrumError
 from astro_spt.preprocess import (
     AnomalyConfig,
+    GridConfig,
     PreprocessConfig,
     detect_anomalies,
     make_wavelength_grid,
@@ -163,3 +166,197 @@ def test_mismatched_shapes():
         detect_anomalies(flux, ivar[:1])
     with pytest.raises(InvalidSpectrumError, match="covered has shape"):
         detect_anomalies(flux, ivar, covered=np.ones(10, bool))
+
+
+# --- Windows that surveys routinely mask (issue 14) ---------------------------------------
+
+SETTINGS = AnomalyConfig()
+WINDOWS = SETTINGS.standard_mask_windows_aa
+PIXEL_AA = PreprocessConfig().pixel_scale_aa
+MAX_GAP = round(SETTINGS.max_gap_aa / PIXEL_AA)  # pixels
+EVERY_GAP_COUNTS = PreprocessConfig(anomalies=AnomalyConfig(standard_mask_windows_aa=()))
+
+
+def between(low_aa, high_aa):
+    return (GRID >= low_aa) & (GRID <= high_aa)
+
+
+def in_windows():
+    inside = np.zeros(GRID.size, bool)
+    for low, high in WINDOWS:
+        inside |= between(low, high)
+    return inside
+
+
+def test_default_windows():
+    # the blue end, the telluric A band and the red end (measured on LAMOST DR1 / DR10)
+    assert WINDOWS == ((3600.0, 4000.0), (7550.0, 7700.0), (9000.0, 9300.0))
+    assert SETTINGS.standard_mask_min_fraction == 0.2
+    assert in_windows().sum() == 155 + 116 + 78
+
+
+def test_gap_in_the_a_band_is_not_missing_values():
+    flux, ivar = synthetic(2)
+    ivar[0, between(7580, 7680)] = 0  # LAMOST DR1's A-band mask, 100 Å
+    ivar[1, between(5950, 6050)] = 0  # the same gap at 6,000 Å
+    result = detect_anomalies(flux, ivar)
+    assert names(result.flags[0]) == {"repaired_pixels", "masked_standard_regions"}
+    assert names(result.flags[1]) == {"repaired_pixels", "missing_values"}
+    # repaired and counted exactly like any other gap
+    assert result.n_repaired.tolist() == [77, 77]
+    assert result.mask[0, between(7580, 7680)].all()
+    assert (result.ivar[0, between(7580, 7680)] == 0).all()
+    gap = np.flatnonzero(between(7580, 7680))
+    expected = np.linspace(flux[0, gap[0] - 1], flux[0, gap[-1] + 1], gap.size + 2)[1:-1]
+    np.testing.assert_allclose(result.flux[0, gap], expected, rtol=1e-5)
+
+
+def test_gaps_at_the_blue_and_red_ends():
+    flux, ivar = synthetic(2)
+    ivar[0, GRID < 3990] = 0  # 190 Å at the blue end
+    ivar[1, GRID > 9010] = 0  # 90 Å at the red end
+    result = detect_anomalies(flux, ivar)
+    for value in result.flags:
+        assert names(value) == {"repaired_pixels", "masked_standard_regions"}
+    strict = detect_anomalies(flux, ivar, config=EVERY_GAP_COUNTS)
+    assert flags.has_flag(strict.flags, "missing_values").all()
+
+
+@pytest.mark.parametrize(
+    ("low_aa", "high_aa", "missing"),
+    [
+        (7600, 7730, False),  # runs 30 Å out of the A band
+        (7600, 7800, True),  # runs 100 Å out of it
+        (7450, 7640, True),  # starts 100 Å before it
+        (7510, 7740, True),  # 40 Å out on each side: 80 Å outside in one gap
+        (3800, 4040, False),  # the blue end and 40 Å more
+        (3800, 4100, True),  # the blue end and 100 Å more
+        (8900, 9100, True),  # 100 Å before the red end
+    ],
+)
+def test_gap_running_out_of_a_window(low_aa, high_aa, missing):
+    flux, ivar = synthetic(1)
+    flux[0, between(low_aa, high_aa)] = np.nan
+    result = detect_anomalies(flux, ivar)
+    assert flags.has_flag(result.flags[0], "missing_values") == missing
+    assert flags.has_flag(result.flags[0], "masked_standard_regions")
+    assert result.n_repaired[0] == between(low_aa, high_aa).sum()
+
+
+def test_missing_fraction_counts_pixels_outside_the_windows_only():
+    flux, ivar = synthetic(1)
+    mask = np.zeros(flux.shape, bool)
+    mask[0, in_windows()] = True  # every window missing: 8.5 % of the grid
+    outside = np.flatnonzero(~in_windows())
+    mask[0, outside[::20]] = True  # and 4.6 % scattered elsewhere, in single pixels
+    assert mask.mean() > SETTINGS.max_missing_fraction
+    result = detect_anomalies(flux, ivar, mask)
+    assert names(result.flags[0]) == {"repaired_pixels", "masked_standard_regions"}
+    strict = detect_anomalies(flux, ivar, mask, config=EVERY_GAP_COUNTS)
+    assert names(strict.flags[0]) == {"repaired_pixels", "missing_values"}
+    mask[0, outside[::8]] = True  # 13 % of the grid outside the windows
+    assert "missing_values" in names(detect_anomalies(flux, ivar, mask).flags[0])
+
+
+def test_masked_standard_regions_threshold():
+    flux, ivar = synthetic(3)
+    a_band = np.flatnonzero(between(7550, 7700))  # 116 pixels
+    ivar[0, a_band[::8]] = 0  # 15 scattered pixels: 13 % of the window
+    ivar[1, a_band[::4]] = 0  # 29 pixels: 25 %
+    covered = np.ones(flux.shape, bool)
+    covered[2, GRID > 9050] = False  # not observed is not missing
+    result = detect_anomalies(flux, ivar, covered=covered)
+    assert "masked_standard_regions" not in names(result.flags[0])
+    assert "masked_standard_regions" in names(result.flags[1])
+    assert names(result.flags[2]) == set()
+    lax = PreprocessConfig(anomalies=AnomalyConfig(standard_mask_min_fraction=0.1))
+    assert "masked_standard_regions" in names(detect_anomalies(flux, ivar, config=lax).flags[0])
+
+
+def test_windows_change_nothing_but_the_two_flags():
+    rng = np.random.default_rng(5)
+    flux, ivar = synthetic(16)
+    for row in range(16):
+        for _ in range(3):
+            start = rng.integers(0, GRID.size - 200)
+            ivar[row, start : start + rng.integers(1, 200)] = 0
+    default = detect_anomalies(flux, ivar)
+    every = detect_anomalies(flux, ivar, config=EVERY_GAP_COUNTS)
+    for name in ("flux", "ivar", "mask", "n_repaired", "n_spikes", "snr", "coverage"):
+        np.testing.assert_array_equal(getattr(default, name), getattr(every, name))
+    two = np.int32(flags.MISSING_VALUES | flags.MASKED_STANDARD_REGIONS)
+    np.testing.assert_array_equal(default.flags & ~two, every.flags & ~two)
+    # the windows can only clear missing_values, never set it
+    assert not (default.flags & ~every.flags & flags.MISSING_VALUES).any()
+    assert not (every.flags & flags.MASKED_STANDARD_REGIONS).any()
+
+
+def test_windows_on_a_custom_grid():
+    grid_config = GridConfig(wavelength_min_aa=7000.0, wavelength_max_aa=8000.0, n_pixels=1024)
+    config = PreprocessConfig(grid=grid_config)
+    grid = make_wavelength_grid(grid_config)
+    flux = 100 + np.random.default_rng(0).normal(0, 1, (2, grid.size))
+    flux[0, (grid > 7580) & (grid < 7680)] = np.nan  # 100 Å, in the A band
+    flux[1, (grid > 7200) & (grid < 7300)] = np.nan
+    result = detect_anomalies(flux, np.ones_like(flux), config=config)
+    assert names(result.flags[0]) == {"repaired_pixels", "masked_standard_regions"}
+    assert "missing_values" in names(result.flags[1])
+    with pytest.raises(InvalidSpectrumError, match="1024"):
+        detect_anomalies(flux[:, :1000], config=config)
+
+
+def runs(flagged):
+    """(start, stop) of each run of True pixels."""
+    edges = np.diff(np.r_[0, flagged.astype(np.int8), 0])
+    starts, stops = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+    return list(zip(starts.tolist(), stops.tolist(), strict=True))
+
+
+# Property tests: any gap longer than max_gap_aa wholly outside the windows sets
+# missing_values, and no gap wholly inside one does, whichever way it is missing.
+CLEAN_FLUX, CLEAN_IVAR = synthetic(1, seed=7)
+OUTSIDE_RUNS = [(a, b) for a, b in runs(~in_windows()) if b - a > MAX_GAP]
+WINDOW_RUNS = [runs(between(low, high))[0] for low, high in WINDOWS]
+GAP_KINDS = st.sampled_from(["nan", "zero ivar", "masked"])
+
+
+def with_gap(start, stop, kind):
+    flux, ivar = CLEAN_FLUX.copy(), CLEAN_IVAR.copy()
+    mask = np.zeros(flux.shape, bool)
+    if kind == "nan":
+        flux[0, start:stop] = np.nan
+    elif kind == "zero ivar":
+        ivar[0, start:stop] = 0
+    else:
+        mask[0, start:stop] = True
+    return detect_anomalies(flux, ivar, mask)
+
+
+def test_clean_property_spectrum():
+    assert OUTSIDE_RUNS == [(155, 2898), (3014, 4018)]  # 4,000-7,550 and 7,700-9,000 Å
+    assert detect_anomalies(CLEAN_FLUX, CLEAN_IVAR).flags[0] == 0
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data(), kind=GAP_KINDS)
+def test_long_gap_outside_the_windows_sets_missing_values(data, kind):
+    low, high = data.draw(st.sampled_from(OUTSIDE_RUNS))
+    length = data.draw(st.integers(MAX_GAP + 1, min(high - low, 1000)))
+    start = data.draw(st.integers(low, high - length))
+    result = with_gap(start, start + length, kind)
+    assert "missing_values" in names(result.flags[0])
+    assert "masked_standard_regions" not in names(result.flags[0])
+    assert result.n_repaired[0] == length
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data(), kind=GAP_KINDS)
+def test_gap_inside_a_window_never_sets_missing_values(data, kind):
+    low, high = data.draw(st.sampled_from(WINDOW_RUNS))
+    length = data.draw(st.integers(1, high - low))
+    start = data.draw(st.integers(low, high - length))
+    result = with_gap(start, start + length, kind)
+    assert "missing_values" not in names(result.flags[0])
+    substantial = length > SETTINGS.standard_mask_min_fraction * (high - low)
+    assert ("masked_standard_regions" in names(result.flags[0])) == substantial
+    assert result.n_repaired[0] == length

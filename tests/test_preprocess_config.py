@@ -38,6 +38,36 @@ def test_json_round_trip():
     assert PreprocessConfig.from_dict(PreprocessConfig().to_dict()) == PreprocessConfig()
 
 
+def test_standard_mask_windows_round_trip():
+    config = PreprocessConfig(
+        anomalies=AnomalyConfig(standard_mask_windows_aa=[[3700, 3950], (6860.0, 6960.0)])
+    )
+    windows = config.anomalies.standard_mask_windows_aa
+    assert windows == ((3700.0, 3950.0), (6860.0, 6960.0))
+    assert all(type(x) is float for window in windows for x in window)
+    hash(config)  # still a hashable, frozen dataclass
+    data = config.to_dict()
+    assert data["anomalies"]["standard_mask_windows_aa"] == [[3700.0, 3950.0], [6860.0, 6960.0]]
+    again = json.loads(json.dumps(data))
+    assert again == data  # plain JSON types: what a bundle saves is what it loads
+    assert PreprocessConfig.from_dict(again) == config
+    no_windows = PreprocessConfig(anomalies=AnomalyConfig(standard_mask_windows_aa=()))
+    assert PreprocessConfig.from_dict(json.loads(json.dumps(no_windows.to_dict()))) == no_windows
+
+
+def test_configs_saved_before_the_windows_load_with_the_defaults():
+    # a bundle's config.json from before issue 14 has no window settings
+    data = PreprocessConfig().to_dict()
+    del data["anomalies"]["standard_mask_windows_aa"]
+    del data["anomalies"]["standard_mask_min_fraction"]
+    assert PreprocessConfig.from_dict(data) == PreprocessConfig()
+    assert PreprocessConfig.from_dict(data).anomalies.standard_mask_windows_aa == (
+        (3600.0, 4000.0),
+        (7550.0, 7700.0),
+        (9000.0, 9300.0),
+    )
+
+
 def test_partial_dict_takes_defaults():
     config = PreprocessConfig.from_dict({"denoise": {"enabled": False}})
     assert config.denoise.enabled is False
@@ -74,6 +104,16 @@ def test_from_dict_rejects_unknown_keys(data, message):
         (lambda: AnomalyConfig(max_missing_fraction=2), "max_missing_fraction"),
         (lambda: AnomalyConfig(min_snr=-1), "min_snr"),
         (lambda: AnomalyConfig(spike_threshold=0), "spike_threshold"),
+        (lambda: AnomalyConfig(standard_mask_windows_aa=((4000, 3800),)), "0 < low < high"),
+        (lambda: AnomalyConfig(standard_mask_windows_aa=((0, 4000),)), "0 < low < high"),
+        (lambda: AnomalyConfig(standard_mask_windows_aa=((9000, float("inf")),)), "finite"),
+        (lambda: AnomalyConfig(standard_mask_windows_aa=((float("nan"), 10),)), "finite"),
+        (lambda: AnomalyConfig(standard_mask_windows_aa=(("7550", 7700),)), "finite"),
+        (lambda: AnomalyConfig(standard_mask_windows_aa=((True, 7700),)), "finite"),
+        (lambda: AnomalyConfig(standard_mask_windows_aa=((7550, 7600, 7700),)), "pairs"),
+        (lambda: AnomalyConfig(standard_mask_windows_aa=(7550, 7700)), "pairs"),
+        (lambda: AnomalyConfig(standard_mask_windows_aa="7550-7700"), "pairs"),
+        (lambda: AnomalyConfig(standard_mask_min_fraction=1.5), "standard_mask_min_fraction"),
         (
             lambda: AnomalyConfig(oscillation_min_period_aa=50, oscillation_max_period_aa=20),
             "oscillation",

@@ -2,7 +2,8 @@
 
 Each injected anomaly must set its own flag bit, on spectra whose untouched version does
 not have that bit. The spectra are read with ``Spectrum.read`` (the LAMOST reader of
-`astro_spt.io`).
+`astro_spt.io`). The DR1 spectra check that a release's standard masks do not set
+``missing_values`` (issue 14).
 """
 
 import csv
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 
 from astro_spt import flags
-from astro_spt.preprocess import preprocess
+from astro_spt.preprocess import AnomalyConfig, PreprocessConfig, preprocess
 
 specutils = pytest.importorskip("specutils")
 
@@ -122,3 +123,44 @@ def test_batch_of_real_spectra_equals_single(dr10, untouched):
         single = preprocess(dr10[i])
         np.testing.assert_allclose(single.flux[0], untouched.flux[i], rtol=1e-5, atol=1e-5)
         assert single.flags[0] == untouched.flags[i]
+
+
+@pytest.fixture(scope="module")
+def dr1(shared_data):
+    """The ten DR1 spectra."""
+    folder = shared_data / "lamost-lrs" / "dr1" / "spectra"
+    return [specutils.Spectrum.read(path) for path in sorted(folder.glob("spec-*.fits*"))]
+
+
+def test_dr1_standard_masks_are_not_missing_values(dr1):
+    result = preprocess(dr1)
+    assert len(result) == 10
+    # DR1 sets the inverse variance to 0 over the telluric A band in every file (68 % of
+    # the 7,550-7,700 Å window) and over part of the red end above 9,000 Å
+    grid = result.wavelength.value
+    a_band = (grid >= 7550) & (grid <= 7700)
+    np.testing.assert_allclose(result.mask[:, a_band].mean(axis=1), 0.68, atol=0.01)
+    red_end = grid >= 9000
+    assert (result.mask[:, red_end].mean(axis=1) > 0.1).all()
+    assert flags.has_flag(result.flags, "masked_standard_regions").all()
+    assert not flags.has_flag(result.flags, "missing_values").any()
+    # without the windows every one of them was flagged, for its standard masks alone
+    every_gap = PreprocessConfig(anomalies=AnomalyConfig(standard_mask_windows_aa=()))
+    before = preprocess(dr1, every_gap)
+    assert flags.has_flag(before.flags, "missing_values").all()
+    assert not flags.has_flag(before.flags, "masked_standard_regions").any()
+    # the repair is the same either way
+    np.testing.assert_array_equal(before.flux, result.flux)
+    np.testing.assert_array_equal(before.mask, result.mask)
+    np.testing.assert_array_equal(before.n_repaired, result.n_repaired)
+    # and a gap outside the standard masks is still a defect
+    injected = preprocess([inject_gap(spectrum) for spectrum in dr1])
+    assert flags.has_flag(injected.flags, "missing_values").all()
+
+
+def test_dr10_windows_only_clear_missing_values(dr10, untouched):
+    every_gap = PreprocessConfig(anomalies=AnomalyConfig(standard_mask_windows_aa=()))
+    before = preprocess(dr10, every_gap)
+    two = flags.MISSING_VALUES | flags.MASKED_STANDARD_REGIONS
+    np.testing.assert_array_equal(before.flags & ~two, untouched.flags & ~two)
+    assert not (untouched.flags & ~before.flags & flags.MISSING_VALUES).any()

@@ -5,8 +5,9 @@ negative flux, outliers (spikes and troughs) and oscillations. A library must no
 drop a user's star, so `detect_anomalies` finds each kind in a whole batch at once,
 repairs what can be repaired (interpolates over gaps and negative stretches, replaces
 spikes by a running median) and sets one bit of `astro_spt.flags` per kind, plus the bits
-for poor wavelength coverage, low signal-to-noise ratio, repaired pixels, heavy damage and
-unreadable spectra.
+for poor wavelength coverage, low signal-to-noise ratio, repaired pixels, heavy damage,
+unreadable spectra and gaps in the wavelength windows surveys routinely mask (which are not
+counted as missing values).
 """
 
 from dataclasses import dataclass
@@ -21,10 +22,12 @@ from ._numerics import (
     fill_gaps,
     gaussian_smooth,
     nanmedian_rows,
+    neighbours,
     run_lengths,
     running_median,
 )
 from .config import PreprocessConfig, _pixels
+from .grid import make_wavelength_grid
 
 __all__ = ["AnomalyResult", "detect_anomalies"]
 
@@ -105,6 +108,34 @@ def _block_scale(residual: np.ndarray, good: np.ndarray) -> np.ndarray:
     padded[:, :m] = np.where(good, np.abs(residual), np.nan)
     scale = MAD_TO_SIGMA * nanmedian_rows(padded.reshape(n, n_blocks, _SCALE_BLOCK))
     return np.repeat(scale, _SCALE_BLOCK, axis=1)[:, :m]
+
+
+def _window_slices(windows, grid: np.ndarray) -> list[slice]:
+    """The grid pixels of each wavelength window, as slices (the grid is increasing)."""
+    slices = []
+    for low, high in windows:
+        start = np.searchsorted(grid, low, side="left")
+        stop = np.searchsorted(grid, high, side="right")
+        if stop > start:
+            slices.append(slice(int(start), int(stop)))
+    return slices
+
+
+def _counted_run_lengths(missing: np.ndarray, counted: np.ndarray) -> np.ndarray:
+    """For each pixel of a run of ``missing`` pixels, how many of the run's pixels are
+    ``counted`` (0 elsewhere); `run_lengths` where every missing pixel counts."""
+    lengths = np.zeros(missing.shape, dtype=np.int32)
+    rows = np.flatnonzero(counted.any(axis=-1))
+    if rows.size:
+        previous, following = neighbours(~missing[rows])
+        # total[k]: counted pixels before pixel k; a run spans previous + 1 to following - 1.
+        total = np.zeros((rows.size, missing.shape[-1] + 1), dtype=np.int32)
+        np.cumsum(counted[rows], axis=-1, out=total[:, 1:])
+        inside = np.take_along_axis(total, following, axis=-1) - np.take_along_axis(
+            total, previous + 1, axis=-1
+        )
+        lengths[rows] = np.where(missing[rows], inside, 0)
+    return lengths
 
 
 def _dilate(flagged: np.ndarray) -> np.ndarray:
@@ -188,7 +219,11 @@ def detect_anomalies(
        valid pixels remain.
     2. *Missing values*: masked, non-finite or zero-inverse-variance pixels are linearly
        interpolated over (the ends are extended with the nearest value); gaps longer than
-       ``max_gap_aa``, or too many missing pixels, set ``missing_values``.
+       ``max_gap_aa``, or too many missing pixels, set ``missing_values``. Pixels in the
+       windows surveys routinely mask (``standard_mask_windows_aa``: the blue and red
+       ends, the telluric A band) are repaired and counted alike, but do not count
+       towards ``missing_values``; more than ``standard_mask_min_fraction`` of a window
+       missing sets the informational ``masked_standard_regions`` instead.
     3. *Signal-to-noise*: ``low_snr`` when the median of flux·sqrt(ivar) is low.
     4. *Outliers*: pixels further than ``spike_threshold`` standard deviations and
        ``spike_min_relative`` of the local flux from a running median set ``outliers`` and
@@ -221,7 +256,8 @@ def detect_anomalies(
     Raises
     ------
     astro_spt.exceptions.InvalidSpectrumError
-        If ``ivar``, ``mask`` or ``covered`` does not have the shape of ``flux``.
+        If ``ivar``, ``mask`` or ``covered`` does not have the shape of ``flux``, or
+        ``flux`` does not have the grid's number of pixels.
 
     Examples
     --------
@@ -238,6 +274,20 @@ def detect_anomalies(
     [0, 3]
     >>> bool(abs(result.flux[1, 2000] - 100) < 5)
     True
+
+    A 100 Å gap in the telluric A band, which LAMOST DR1 masks in every spectrum, is
+    repaired like any other but is not a ``missing_values`` defect; at 6,000 Å it is:
+
+    >>> from astro_spt.preprocess import make_wavelength_grid
+    >>> grid = make_wavelength_grid()
+    >>> flux[1, 2000] = 100.0
+    >>> flux[0, (grid > 7580) & (grid < 7680)] = np.nan
+    >>> flux[1, (grid > 5950) & (grid < 6050)] = np.nan
+    >>> result = detect_anomalies(flux, np.ones_like(flux))
+    >>> [flags.decode_flags(f) for f in result.flags]
+    [['repaired_pixels', 'masked_standard_regions'], ['missing_values', 'repaired_pixels']]
+    >>> result.n_repaired.tolist()
+    [77, 77]
     """
     config = PreprocessConfig() if config is None else config
     settings = config.anomalies
@@ -254,6 +304,11 @@ def detect_anomalies(
             raise InvalidSpectrumError(
                 f"{name} has shape {array.shape}, but flux has shape {flux.shape}"
             )
+    grid = make_wavelength_grid(config.grid)
+    if m != grid.size:
+        raise InvalidSpectrumError(
+            f"flux has {m} pixels, but the model grid (config.grid) has {grid.size}"
+        )
     valid = covered & ~mask & np.isfinite(flux) & np.isfinite(ivar) & (ivar > 0)
     flag = np.zeros(n, dtype=_flags.FLAG_DTYPE)
 
@@ -263,10 +318,21 @@ def detect_anomalies(
     flag[1 - coverage > settings.max_uncovered_fraction] |= _flags.POOR_COVERAGE
 
     missing = covered & ~valid
-    long_gap = run_lengths(missing) > _pixels(settings.max_gap_aa, scale_aa)
+    # Pixels in the windows surveys routinely mask (the blue and red ends, the telluric A
+    # band) do not count towards missing_values: a gap counts by its pixels outside them.
+    standard = np.zeros(m, bool)
+    in_window = _window_slices(settings.standard_mask_windows_aa, grid)
+    for window in in_window:
+        standard[window] = True
+    counted = missing & ~standard
+    long_gap = _counted_run_lengths(missing, counted) > _pixels(settings.max_gap_aa, scale_aa)
     n_covered = np.maximum(covered.sum(axis=1), 1)
-    too_many = missing.sum(axis=1) > settings.max_missing_fraction * n_covered
+    too_many = counted.sum(axis=1) > settings.max_missing_fraction * n_covered
     flag[long_gap.any(axis=1) | too_many] |= _flags.MISSING_VALUES
+    for window in in_window:
+        n_missing = missing[:, window].sum(axis=1)
+        limit = settings.standard_mask_min_fraction * covered[:, window].sum(axis=1)
+        flag[(n_missing > 0) & (n_missing > limit)] |= _flags.MASKED_STANDARD_REGIONS
     repaired = missing.copy()
     filled = fill_gaps(np.where(valid, flux, 0.0), valid)
 

@@ -75,8 +75,8 @@ class PreprocessResult:
     (6, (6, 4096), dtype('float32'))
     >>> result.wavelength.shape, result.wavelength.unit
     ((4096,), Unit("Angstrom"))
-    >>> result.flag_names[0]  # a 100 Å gap at 7,580-7,680 Å, interpolated over
-    ['missing_values', 'repaired_pixels']
+    >>> result.flag_names[0]  # DR1 masks the telluric A band: interpolated over
+    ['repaired_pixels', 'masked_standard_regions']
     >>> result.n_repaired.tolist()
     [227, 165, 350, 238, 272, 221]
     >>> np.round(result.snr).astype(int).tolist()  # median S/N per grid pixel
