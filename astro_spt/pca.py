@@ -427,6 +427,16 @@ class PCAProjection:
         Model error :math:`\eta` per observed pixel.
     components : `numpy.ndarray`, shape (n_components, n_features)
         The basis' components.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from astro_spt.pca import PCABasis
+    >>> rng = np.random.default_rng(0)
+    >>> pca = PCABasis.fit(rng.normal(size=(50, 20)), n_components=3)
+    >>> projection = pca.project(rng.normal(size=(2, 20)))
+    >>> projection.coefficients.shape, projection.inverse_gram.shape
+    ((2, 3), (2, 3, 3))
     """
 
     coefficients: np.ndarray
