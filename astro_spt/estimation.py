@@ -285,7 +285,8 @@ def estimate(
         carry (see `astro_spt.preprocess.preprocess`).
     large_uncertainty : float or None
         Threshold of the ``large_uncertainty`` flag, as a fraction of the label's
-        standard deviation in the training set (σ above it sets the flag); default
+        standard deviation in the training set, in the space the network learns it in
+        (log10 for the default model's ages; σ above it sets the flag); default
         ``astro_spt.bundle.LARGE_UNCERTAINTY_FRACTION`` (see
         `~astro_spt.bundle.EstimatorBundle.large_uncertainty`).
     error_sources : bool
@@ -398,7 +399,7 @@ def estimate(
             flags[rows[ood]] |= _flags.OUT_OF_DISTRIBUTION
         if bundle.reference is not None:
             flags[rows[bundle.outside_label_range(mean)]] |= _flags.OUTSIDE_LABEL_RANGE
-        flags[rows[bundle.large_uncertainty(std, fraction)]] |= _flags.LARGE_UNCERTAINTY
+        flags[rows[bundle.large_uncertainty(mean, std, fraction)]] |= _flags.LARGE_UNCERTAINTY
 
     table = QTable()
     table["source"] = [item.source for item in items]

@@ -178,12 +178,16 @@ def test_reference_on_held_out_spectra_gives_an_honest_rate():
 
 
 def test_large_uncertainty_is_relative_to_the_training_spread(bundle):
-    spread = bundle.reference.spread("feh")
+    spread = bundle.labels[1].scale  # of the (linear) metallicities in the training set
     # a metallicity near zero with a small error is no large uncertainty (it was when
     # the flag tested sigma / |value|)
-    std = np.array([[10.0, 0.1 * spread], [10.0, 0.9 * spread], [2000.0, 0.1 * spread]])
-    np.testing.assert_array_equal(bundle.large_uncertainty(std), [False, True, True])
-    np.testing.assert_array_equal(bundle.large_uncertainty(std, 1.0), [False, False, True])
+    values = np.array([[5000.0, 0.01], [5000.0, 0.01], [5000.0, 0.3]])
+    std = np.array([[10.0, 0.1 * spread], [10.0, 0.9 * spread], [600.0, 0.1 * spread]])
+    at_most = bundle.large_uncertainty(values, std, 0.75)
+    np.testing.assert_array_equal(at_most, [False, True, True])
+    # 600 K is more than the 500 K spread of the training temperatures
+    at_one_spread = bundle.large_uncertainty(values, std)  # default: the whole spread
+    np.testing.assert_array_equal(at_one_spread, [False, False, True])
 
 
 def test_table_with_samples_prints_and_round_trips(tmp_path):
