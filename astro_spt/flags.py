@@ -282,8 +282,9 @@ FLAGS = FlagRegistry(
         FlagDefinition(
             8,
             "out_of_distribution",
-            "The spectrum lies outside the training set (PCA reconstruction error or latent "
-            "distance beyond the training set's).",
+            "The spectrum lies outside the training distribution: its PCA reconstruction "
+            "error or latent distance exceeds the 99.9th percentile of held-out spectra "
+            "of that distribution (the model's validation spectra).",
             "warning",
         ),
         FlagDefinition(
@@ -295,7 +296,9 @@ FLAGS = FlagRegistry(
         FlagDefinition(
             10,
             "large_uncertainty",
-            "The predicted uncertainty is larger than the model's threshold.",
+            "The uncertainty of a label is larger than the label's spread in the training "
+            "set (in the space the model learns it, e.g. log age): the spectrum narrows "
+            "it down no more than the training set does.",
             "warning",
         ),
         FlagDefinition(
