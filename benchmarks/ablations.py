@@ -126,7 +126,7 @@ def run_variant(result, labels, scale, overrides, seed):
     metrics = history.test_metrics
     sel = history.split["test"]
     y = rl.label_array(labels)
-    raw, _ = rl.predict(bundle, bundle.features(result.flux[sel]), seed, calibrated=False)
+    raw, _ = rl.predict(bundle, result, sel, seed, sources=["epistemic"])
     before = metrics_table(y[sel], raw.mean, raw.std, names=list(rl.LABELS))
     return {
         "n_selection": len(sel),

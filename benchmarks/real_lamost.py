@@ -172,24 +172,14 @@ def write_split(path, table, split):
     )
 
 
-def predict(bundle, features, seed, *, tau="fitted", calibrated=True):
-    """Test-set prediction with the bundle's uncertainty model, or parts of it.
-
-    ``tau=None`` drops the variance floor τ⁻¹ (bare MC-dropout spread);
-    ``calibrated=False`` drops the per-label calibration scale.
-    """
-    saved = bundle.tau, bundle.uncertainty_scale
-    try:
-        if tau is None:
-            bundle.tau = None
-        if not calibrated:
-            bundle.uncertainty_scale = None
-        start = time.perf_counter()
-        scaled = bundle.predict_scaled(features, seed=seed, return_samples=True)
-        pred = bundle.unscale(scaled)
-        return pred, time.perf_counter() - start
-    finally:
-        bundle.tau, bundle.uncertainty_scale = saved
+def predict(bundle, result, rows, seed, *, sources=None):
+    """Prediction of preprocessed spectra ``rows`` with the bundle's uncertainty model,
+    or some of its sources (`~astro_spt.bundle.EstimatorBundle.predict_scaled`)."""
+    start = time.perf_counter()
+    pred = bundle.predict(
+        result.flux[rows], result.ivar[rows], result.mask[rows], seed=seed, sources=sources
+    )
+    return pred, time.perf_counter() - start
 
 
 def machine_description(device):
@@ -266,15 +256,16 @@ def main():
     bundle.to("cpu")
     i_fit = np.concatenate([split["train"], split["validation"]])
     i_test = split["test"]
-    x_fit, x_test = bundle.features(result.flux[i_fit]), bundle.features(result.flux[i_test])
+    x_fit = bundle.features(result.flux[i_fit], result.mask[i_fit])
+    x_test = bundle.features(result.flux[i_test], result.mask[i_test])
     rows = []
     coverage_rows = []
     for stage, kwargs in (
-        ("MC-dropout spread only", {"tau": None, "calibrated": False}),
-        ("+ τ⁻¹ fitted on validation", {"calibrated": False}),
-        ("+ per-label scale (default)", {}),
+        ("MC-dropout spread only", {"sources": ["epistemic"]}),
+        ("+ aleatoric head", {"sources": ["epistemic", "aleatoric"]}),
+        ("+ spectrum noise (default)", {}),
     ):
-        pred, seconds = predict(bundle, x_test, args.seed, **kwargs)
+        pred, seconds = predict(bundle, result, i_test, args.seed, **kwargs)
         m = metrics_table(y[i_test], pred.mean, pred.std, names=list(LABELS), model="SPT")
         coverage_rows.append((stage, m))
         if not kwargs:
@@ -406,8 +397,7 @@ def main():
         "best_epoch": history.best_epoch,
         "times_s": times | {"baselines": baseline_times, "total": total},
         "machine": machine_description(args.device),
-        "uncertainty_scale": bundle.uncertainty_scale,
-        "tau": bundle.tau,
+        "uncertainty": bundle.uncertainty,
     }
     (args.output / "summary.json").write_text(json.dumps(summary, indent=1, default=float))
 
