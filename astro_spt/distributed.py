@@ -444,7 +444,7 @@ def estimate_files(
     n_samples: int | None = None,
     batch_size: int | None = None,
     device=None,
-    large_uncertainty: float = 0.5,
+    large_uncertainty: float | None = None,
     retries: int = 2,
     progress: bool | None = None,
 ):
@@ -556,6 +556,8 @@ def estimate_files(
     bundle = model if isinstance(model, EstimatorBundle) else _load(model)
     seed = 0 if seed is None else int(seed)
     n_samples = bundle.n_samples if n_samples is None else int(n_samples)
+    if large_uncertainty is None:
+        from .bundle import LARGE_UNCERTAINTY_FRACTION as large_uncertainty
     options = {
         "seed": seed,
         "n_samples": n_samples,
