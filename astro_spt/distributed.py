@@ -529,7 +529,7 @@ def estimate_files(
     ...     table = estimate_files("spectra/", "path/to/bundle", client=client,
     ...                            output_dir="results", seed=1)
     """
-    from .bundle import EstimatorBundle
+    from .bundle import LARGE_UNCERTAINTY_FRACTION, EstimatorBundle
 
     if output_format not in _FORMATS:
         raise ValueError(f"output_format must be one of {sorted(_FORMATS)}, got {output_format!r}")
@@ -557,7 +557,7 @@ def estimate_files(
     seed = 0 if seed is None else int(seed)
     n_samples = bundle.n_samples if n_samples is None else int(n_samples)
     if large_uncertainty is None:
-        from .bundle import LARGE_UNCERTAINTY_FRACTION as large_uncertainty
+        large_uncertainty = LARGE_UNCERTAINTY_FRACTION
     options = {
         "seed": seed,
         "n_samples": n_samples,
