@@ -331,16 +331,16 @@ def estimate(
     >>> table.meta["seed"], table.meta["n_samples"]
     (0, 100)
 
-    The flags say which results to trust. The K dwarf (``sp06-160``) is no giant, and
-    it is flagged as lying outside the training set, with two of the giants:
+    The flags say which results to trust. The K dwarf (``sp06-160``) is no giant: its
+    age comes out older than any star of the training set, and is flagged so:
 
     >>> os.path.basename(table["source"][2])
     'spec-55862-B6212_sp06-160.fits.gz'
     >>> decode_flags(table["flags"][2])
-    ['missing_values', 'repaired_pixels', 'out_of_distribution']
-    >>> outside = has_flag(table["flags"], "out_of_distribution")
-    >>> np.flatnonzero(outside).tolist()  # rows to set aside
-    [0, 2, 3]
+    ['repaired_pixels', 'outside_label_range', 'masked_standard_regions']
+    >>> warned = has_flag(table["flags"], "outside_label_range")
+    >>> np.flatnonzero(warned).tolist()  # rows to set aside
+    [2]
     """
     import astropy.units as u
     from astropy.table import QTable
@@ -459,7 +459,7 @@ def samples_distribution(samples):
     True
     >>> ratio = astro_spt.samples_distribution(table["age_samples"][0]) / table["age"][0]
     >>> round(float(ratio.pdf_std()), 2)  # relative uncertainty of the first age
-    0.28
+    0.34
     """
     import astropy.units as u
     from astropy.uncertainty import Distribution
@@ -613,8 +613,11 @@ def preprocess_inputs(
     >>> result = preprocess_inputs([*example_files()[:2], "no/such/file.fits"])
     >>> result.flux.shape
     (3, 4096)
-    >>> [flags.decode_flags(f) for f in result.flags]
-    [['missing_values', 'repaired_pixels'], ['missing_values', 'repaired_pixels'], ['unreadable']]
+    >>> for f in result.flags:
+    ...     print(flags.decode_flags(f))
+    ['repaired_pixels', 'masked_standard_regions']
+    ['repaired_pixels', 'masked_standard_regions']
+    ['unreadable']
     >>> sorted(result.messages)
     [2]
     """
