@@ -1776,7 +1776,7 @@ class EstimatorBundle:
         scaling, if any): a star whose σ of some label exceeds ``fraction`` times the
         standard deviation of the training labels there says little about it beyond what
         the training set says. For a log-scaled label (age) that is a relative
-        uncertainty, for a linear one an absolute one; either way, unlike σ / |value|,
+        uncertainty, for a linear one an absolute one; either way, unlike σ / ``|value|``,
         it means the same for labels near zero ([Fe/H]) as for any other.
 
         Parameters
