@@ -45,7 +45,12 @@ def test_loads_offline_and_says_what_it_is(default_model, monkeypatch):
     ):
         assert text in card
     assert model.provenance["n_test"] > 500
-    assert model.uncertainty_scale is not None
+    # calibrated on validation data: a weight per label for every source of uncertainty
+    # (bundles following SPT paper Eq. 6 carry an uncertainty_scale instead)
+    weights = model.uncertainty["weights"]
+    assert sorted(weights) == ["aleatoric", "epistemic", "noise"]
+    assert all(len(w) == 2 and min(w) > 0 for w in weights.values())
+    assert model.provenance["estimator_config"]["calibrate"]
 
 
 def test_shipped_size_is_small():
