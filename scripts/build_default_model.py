@@ -75,8 +75,10 @@ Consequences:
   normalised flux, and real spectra have defects the mock noise does not.
 - Estimates outside the training ranges (Teff {teff_lo:.0f}–{teff_hi:.0f} K, log g
   {logg_lo:.2f}–{logg_hi:.2f}, [Fe/H] {feh_lo:.2f} to {feh_hi:+.2f}; age {age_lo:.2f}–{age_hi:.1f}
-  Gyr, mass {mass_lo:.2f}–{mass_hi:.2f} M☉) are flagged `outside_label_range`; dwarfs and
-  hot stars are out of its domain and are typically flagged `out_of_distribution`.
+  Gyr, mass {mass_lo:.2f}–{mass_hi:.2f} M☉) are flagged `outside_label_range`. Dwarfs and
+  hot stars are out of its domain: `out_of_distribution` flags only spectra beyond the
+  99.9th percentile of held-out mock giants, which not every dwarf is (the K dwarf among
+  the example spectra is caught by `outside_label_range`); check Teff and log g first.
 
 ## Comparison with classical baselines (same PCA inputs, same split)
 
