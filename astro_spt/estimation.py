@@ -154,17 +154,21 @@ def _read(item: _Item, strict: bool):
         return None, f"cannot read {item.path}: {err}"
 
 
-def _in_fixed_chunks(function, x: np.ndarray, fill: float = 0.0):
-    """Apply ``function`` to blocks of exactly ``_NETWORK_CHUNK`` rows of ``x``."""
-    outputs = []
-    for start in range(0, len(x), _NETWORK_CHUNK):
-        block = x[start : start + _NETWORK_CHUNK]
-        n = len(block)
-        if n < _NETWORK_CHUNK:
-            pad = np.full((_NETWORK_CHUNK - n, *block.shape[1:]), fill, dtype=block.dtype)
-            block = np.concatenate([block, pad])
-        outputs.append((function(block), n))
-    return outputs
+def _padded_blocks(result, rows):
+    """Blocks of exactly ``_NETWORK_CHUNK`` rows of a `PreprocessResult`, the last padded.
+
+    Yields ``(n, flux, ivar, mask)``: the number of real rows, then the block's arrays
+    (flux as float64; padding rows are zeros, unmasked).
+    """
+    for start in range(0, len(rows), _NETWORK_CHUNK):
+        block = rows[start : start + _NETWORK_CHUNK]
+        pad = ((0, _NETWORK_CHUNK - len(block)), (0, 0))
+        yield (
+            len(block),
+            np.pad(result.flux[block].astype(np.float64), pad),
+            np.pad(result.ivar[block], pad),
+            np.pad(result.mask[block], pad),
+        )
 
 
 def _resolve_device(device):
@@ -186,17 +190,8 @@ def _predict_block(bundle, result, rows, n_samples, seed, keep_samples, device, 
     Runs on blocks of exactly ``_NETWORK_CHUNK`` rows (the last one padded), so that a
     spectrum's result does not depend on its batch.
     """
-    flux = result.flux[rows].astype(np.float64)
-    ivar = result.ivar[rows]
-    mask = result.mask[rows]
     outputs = {"mean": [], "std": [], "samples": [], "ood": [], "components": []}
-    for start in range(0, len(rows), _NETWORK_CHUNK):
-        stop = min(start + _NETWORK_CHUNK, len(rows))
-        n = stop - start
-        pad = _NETWORK_CHUNK - n
-        block_flux = np.pad(flux[start:stop], ((0, pad), (0, 0)))
-        block_ivar = np.pad(ivar[start:stop], ((0, pad), (0, 0)))
-        block_mask = np.pad(mask[start:stop], ((0, pad), (0, 0)))
+    for n, block_flux, block_ivar, block_mask in _padded_blocks(result, rows):
         projection = bundle.project(block_flux, block_mask)
         scaled = bundle.predict_scaled(
             projection.coefficients,

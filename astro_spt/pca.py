@@ -354,10 +354,14 @@ class PCABasis:
         # some, A = I - C_M C_M^T + eta / lambda needs only the few masked columns.
         inverse = np.zeros((n, k, k))
         inverse[:, np.arange(k), np.arange(k)] = 1.0 / (1.0 + prior)
-        for i in np.flatnonzero(~observed.all(axis=1)):
-            masked = self.components[:, ~observed[i]]
-            gram = np.diag(1.0 + prior) - masked @ masked.T
-            inverse[i] = np.linalg.pinv(gram, hermitian=True)
+        gappy = np.flatnonzero(~observed.all(axis=1))
+        if gappy.size:
+            # A is symmetric positive definite (C_M C_M^T <= I, eta / lambda > 0)
+            gram = np.broadcast_to(np.diag(1.0 + prior), (gappy.size, k, k)).copy()
+            for j, i in enumerate(gappy):
+                masked = self.components[:, ~observed[i]]
+                gram[j] -= masked @ masked.T
+            inverse[gappy] = np.linalg.inv(gram)
         coefficients = np.einsum("nkl,nl->nk", inverse, rhs)
         residual = np.where(observed, centred - coefficients @ self.components, 0.0)
         n_observed = np.maximum(observed.sum(axis=1), 1)

@@ -104,13 +104,7 @@ def stage_times(bundle, files, device, batch_size=256):
     Also returns the seconds of drawing the dropout masks (part of the network's time,
     timed again on its own) and the number of rows the network ran.
     """
-    from astro_spt.estimation import (
-        _NETWORK_CHUNK,
-        _in_fixed_chunks,
-        _Item,
-        _read,
-        _resolve_device,
-    )
+    from astro_spt.estimation import _NETWORK_CHUNK, _Item, _padded_blocks, _read, _resolve_device
     from astro_spt.exceptions import AstroSPTWarning
     from astro_spt.nn.mc import _draw_masks, _spectrum_keys
     from astro_spt.preprocess import preprocess
@@ -127,23 +121,36 @@ def stage_times(bundle, files, device, batch_size=256):
         t1 = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", AstroSPTWarning)
-            flux = preprocess([s for s in spectra if s is not None], config).flux
-        flux = flux[np.all(np.isfinite(flux), axis=1)].astype(np.float32)
+            result = preprocess([s for s in spectra if s is not None], config)
+        rows = np.flatnonzero(np.all(np.isfinite(result.flux), axis=1))
         t2 = time.perf_counter()
-        features = np.concatenate([f[:n] for f, n in _in_fixed_chunks(bundle.features, flux)])
+        # the gappy projection, as estimate() runs it
+        blocks = [
+            (bundle.project(flux, mask), ivar)
+            for _, flux, ivar, mask in _padded_blocks(result, rows)
+        ]
         t3 = time.perf_counter()
-        for block, _ in _in_fixed_chunks(lambda b: b, features):
-            bundle.predict_scaled(block, seed=0, device=device)
+        # Monte Carlo dropout, aleatoric head, noise propagation (Jacobian) and samples
+        for projection, ivar in blocks:
+            bundle.predict_scaled(
+                projection.coefficients,
+                seed=0,
+                device=device,
+                projection=projection,
+                ivar=ivar,
+                return_samples=True,
+            )
         sync()
         t4 = time.perf_counter()
         for key, seconds in zip(times, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
             times[key] += seconds
-        for block, _ in _in_fixed_chunks(lambda b: b, features):
+        for projection, _ in blocks:
             t0 = time.perf_counter()
-            _draw_masks(_spectrum_keys(torch.from_numpy(block)), 0, bundle.n_samples, layers)
+            x = torch.from_numpy(projection.coefficients.astype(np.float32))
+            _draw_masks(_spectrum_keys(x), 0, bundle.n_samples, layers)
             masks += time.perf_counter() - t0
         # the network runs on padded blocks of _NETWORK_CHUNK rows: count the rows it ran
-        n_valid += -(-len(features) // _NETWORK_CHUNK) * _NETWORK_CHUNK
+        n_valid += len(blocks) * _NETWORK_CHUNK
     return times, masks, n_valid
 
 
