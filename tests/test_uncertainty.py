@@ -210,3 +210,47 @@ def test_table_with_samples_prints_and_round_trips(tmp_path):
             )
     distribution = astro_spt.samples_distribution(again["age_samples"])
     assert distribution.shape == (3,) and distribution.n_samples == 10
+
+
+def test_scatter_head_learns_the_scatter_beyond_the_noise():
+    from astro_spt.training import fit_scatter_head
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(600, 8)).astype("float32")
+    noise_sigma = np.where(x[:, :1] > 0, 1.0, 0.2)  # half the stars four times as noisy
+    y = rng.normal(size=(600, 2)) * np.hypot(noise_sigma, 0.3)
+    noise = np.zeros((600, 2, 2))
+    noise[:, 0, 0] = noise[:, 1, 1] = noise_sigma[:, 0] ** 2
+    learned = {}
+    for name, known in (("all", None), ("beyond", noise)):
+        torch.manual_seed(0)
+        net = SpectralTransformer(
+            n_inputs=8, d_model=16, n_heads=2, n_blocks=1, aleatoric=True
+        ).eval()
+        extra = {} if known is None else {"noise_train": known[:450], "noise_val": known[450:]}
+        fit_scatter_head(net, x[:450], y[:450], x[450:], y[450:], seed=0, **extra)
+        with torch.no_grad():
+            variance = torch.diagonal(net.scatter_covariance(torch.from_numpy(x)), dim1=1, dim2=2)
+        learned[name] = variance.sqrt().mean().item()
+    # the whole scatter averages about 0.6; beyond the noise it is 0.3
+    assert 0.45 < learned["all"] and 0.15 < learned["beyond"] < 0.45, learned
+
+
+def test_training_with_the_scatter_beyond_noise():
+    from astropy.table import vstack
+
+    from astro_spt.io import example_files
+    from astro_spt.training import EstimatorConfig, TrainingConfig
+
+    labels = QTable({"teff": [4916, 5014, 4658, 4748, 4813, 4876] * u.K})
+    config = EstimatorConfig(
+        n_components=4,
+        network={"d_model": 16, "n_heads": 2, "n_blocks": 1},
+        n_samples=8,
+        scatter_folds=0,
+        scatter_beyond_noise=True,
+        training=TrainingConfig(batch_size=4, max_epochs=2),
+    )
+    bundle, _ = astro_spt.train(example_files() * 2, vstack([labels, labels]), config=config)
+    assert set(bundle.uncertainty["weights"]) == set(UNCERTAINTY_SOURCES)
+    assert bundle.provenance["estimator_config"]["scatter_beyond_noise"] is True

@@ -485,6 +485,8 @@ def fit_scatter_head(
     patience: int = 20,
     device=None,
     residual_train=None,
+    noise_train=None,
+    noise_val=None,
 ) -> dict:
     r"""Train the aleatoric head of a trained network by a Gaussian likelihood.
 
@@ -512,6 +514,11 @@ def fit_scatter_head(
         The residuals to learn from, instead of ``y_train - net(x_train)``: e.g.
         out-of-fold residuals of networks that did not see those spectra, which, unlike
         a network's residuals on its own training set, are as large as on new spectra.
+    noise_train, noise_val : array-like, shape (N, D, D), optional
+        Covariance of each residual that is already accounted for, e.g. by the
+        spectrum's noise (`~astro_spt.pca.PCAProjection.output_covariance`): the head
+        then learns the scatter beyond it, the likelihood's covariance being
+        :math:`L L^T` plus this.
 
     Returns
     -------
@@ -554,6 +561,20 @@ def fit_scatter_head(
     h_val, r_val = prepare(x_val, y_val)
     if residual_train is not None:
         r_train = torch.as_tensor(np.asarray(residual_train, dtype=np.float32), device=device)
+
+    def known(noise, n):
+        if noise is None:
+            return torch.zeros(n, r_train.shape[1], r_train.shape[1], device=device)
+        return torch.as_tensor(np.asarray(noise, dtype=np.float32), device=device)
+
+    n_train, n_val = known(noise_train, len(h_train)), known(noise_val, len(h_val))
+
+    def nll(h, residual, noise):
+        factor = net.scatter_cholesky(h)
+        if noise_train is not None:
+            factor = torch.linalg.cholesky(factor @ factor.mT + noise)
+        return gaussian_nll(residual, factor).mean()
+
     parameters = list(net.scatter_head.parameters())
     optimiser = torch.optim.Adam(parameters, lr=learning_rate, weight_decay=weight_decay)
     generator = torch.Generator().manual_seed(seed)
@@ -567,13 +588,13 @@ def fit_scatter_head(
         for start in range(0, n, batch_size):
             idx = order[start : start + batch_size]
             optimiser.zero_grad()
-            loss = gaussian_nll(r_train[idx], net.scatter_cholesky(h_train[idx])).mean()
+            loss = nll(h_train[idx], r_train[idx], n_train[idx])
             loss.backward()
             optimiser.step()
             total += loss.item() * len(idx)
         net.scatter_head.eval()
         with torch.no_grad():
-            val = gaussian_nll(r_val, net.scatter_cholesky(h_val)).mean().item()
+            val = nll(h_val, r_val, n_val).item()
         history["train_nll"].append(total / n)
         history["val_nll"].append(val)
         if val < best:

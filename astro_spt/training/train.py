@@ -72,6 +72,12 @@ class EstimatorConfig:
         training spectra are few, and a head trained on them gives too narrow tails.
         0 or 1 uses the network's own training residuals (one training run instead of
         ``scatter_folds + 1``).
+    scatter_beyond_noise : bool
+        Train the aleatoric head on the scatter beyond what each training spectrum's
+        propagated noise explains (the likelihood's covariance is the head's plus the
+        noise term), instead of on the whole residual scatter. The noise term then
+        carries the S/N dependence the head cannot see. Off by default until measured
+        on validation data and built into the default model (``docs/uncertainties.rst``).
     projection : {"gappy", "orthogonal"}
         How spectra are projected on the PCA basis: ``"gappy"`` (default) ignores
         masked pixels (`~astro_spt.pca.PCABasis.project`); ``"orthogonal"`` projects the
@@ -109,6 +115,7 @@ class EstimatorConfig:
     calibrate: bool = True
     uncertainty: str = "predictive"
     scatter_folds: int = 4
+    scatter_beyond_noise: bool = False
     projection: str = "gappy"
     training: TrainingConfig = field(default_factory=TrainingConfig)
 
@@ -396,6 +403,22 @@ def _out_of_fold_residuals(hparams, features, y_net, i_train, i_val, config, *, 
     return residual
 
 
+def _noise_covariance(bundle, flux, ivar, mask) -> np.ndarray:
+    """Covariance the spectra's noise and gaps give the network's outputs, (N, D, D)."""
+    import torch
+
+    from ..nn import input_jacobian
+
+    blocks = []
+    for start in range(0, len(flux), 256):
+        projection = bundle.project(flux[start : start + 256], mask[start : start + 256])
+        x = torch.as_tensor(projection.coefficients, dtype=torch.float32)
+        jacobian = input_jacobian(bundle.network, x).double().numpy()
+        noise, gaps = projection.output_covariance(jacobian, ivar[start : start + 256])
+        blocks.append(noise + gaps)
+    return np.concatenate(blocks)
+
+
 def _equivalent_length_scale(tau, dropout, weight_decay, n_train) -> float | None:
     """The prior length-scale l that gives τ = p l² / (2 N λ) (SPT paper §2.4)."""
     if tau is None or not (dropout > 0 and weight_decay > 0):
@@ -618,23 +641,6 @@ def train(
         device=device,
         progress=progress,
     )
-    scatter_history = None
-    if network.scatter_head is not None:
-        residual = None
-        if config.scatter_folds > 1:
-            residual = _out_of_fold_residuals(
-                hparams, features, y_net, i_train, i_val, config, device=device
-            )
-        scatter_history = fit_scatter_head(
-            network,
-            features[i_train],
-            y_net[i_train],
-            features[i_val],
-            y_net[i_val],
-            seed=seed,
-            device=device,
-            residual_train=residual,
-        )
     network.cpu()
     bundle = EstimatorBundle(
         network,
@@ -649,6 +655,32 @@ def train(
         projection=config.projection,
         description=description,
     )
+    scatter_history = None
+    if network.scatter_head is not None:
+        residual = None
+        if config.scatter_folds > 1:
+            residual = _out_of_fold_residuals(
+                hparams, features, y_net, i_train, i_val, config, device=device
+            )
+        noise = {"train": None, "val": None}
+        if config.scatter_beyond_noise:
+            noise = {
+                part: _noise_covariance(bundle, flux[rows], spectra.ivar[rows], spectra.mask[rows])
+                for part, rows in (("train", i_train), ("val", i_val))
+            }
+        scatter_history = fit_scatter_head(
+            network,
+            features[i_train],
+            y_net[i_train],
+            features[i_val],
+            y_net[i_val],
+            seed=seed,
+            device=device,
+            residual_train=residual,
+            noise_train=noise["train"],
+            noise_val=noise["val"],
+        )
+        network.cpu()
     if predictive:
         tau = tau_from = None
         bundle.uncertainty = _fit_uncertainty_weights(
