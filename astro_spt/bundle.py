@@ -1452,7 +1452,8 @@ class EstimatorBundle:
             Inverse variance of the preprocessed spectra, for the ``"noise"`` source.
         sources : sequence of str or None, optional
             The sources to include; default all that the bundle has (and that the
-            arguments allow).
+            arguments allow). A bundle following SPT paper Eq. 6 always gives its
+            spread and floor.
 
         Returns
         -------
@@ -1492,6 +1493,12 @@ class EstimatorBundle:
         n_samples = self.n_samples if n_samples is None else n_samples
         passes = mc_predict(self.network, x, n_samples, seed=seed, keys=keys, return_samples=True)
         n_labels = len(self.labels)
+        wanted = set(UNCERTAINTY_SOURCES if sources is None else sources)
+        unknown = wanted - set(UNCERTAINTY_SOURCES)
+        if unknown:
+            raise ValueError(
+                f"unknown uncertainty sources {sorted(unknown)}; choose from {UNCERTAINTY_SOURCES}"
+            )
         epistemic = passes.covariance.cpu()
         extra = torch.zeros(len(x), n_labels, n_labels, dtype=torch.float64)
         components = {}
@@ -1508,15 +1515,8 @@ class EstimatorBundle:
                 name: torch.tensor(value, dtype=torch.float64)
                 for name, value in self.uncertainty["weights"].items()
             }
-            wanted = set(UNCERTAINTY_SOURCES if sources is None else sources)
-            unknown = wanted - set(UNCERTAINTY_SOURCES)
-            if unknown:
-                raise ValueError(
-                    f"unknown uncertainty sources {sorted(unknown)}; "
-                    f"choose from {UNCERTAINTY_SOURCES}"
-                )
-            scale = torch.sqrt(weights["epistemic"]) if "epistemic" in wanted else None
-            if scale is None:
+            scale = torch.sqrt(weights["epistemic"])
+            if "epistemic" not in wanted:
                 scale = torch.zeros(n_labels, dtype=torch.float64)
             parts = {}
             if "aleatoric" in wanted and self.network.scatter_head is not None:
@@ -1532,7 +1532,8 @@ class EstimatorBundle:
                 extra = extra + weighted
                 components[name] = torch.diagonal(weighted, dim1=1, dim2=2)
         epistemic = epistemic * scale[:, None] * scale[None, :]
-        components["epistemic"] = torch.diagonal(epistemic, dim1=1, dim2=2)
+        if self.uncertainty is None or "epistemic" in wanted:
+            components["epistemic"] = torch.diagonal(epistemic, dim1=1, dim2=2)
         samples = None
         if return_samples:
             samples = predictive_samples(

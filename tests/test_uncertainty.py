@@ -121,6 +121,11 @@ def test_sources_can_be_switched_off(bundle):
     epistemic = bundle.predict(flux, ivar, seed=0, sources=["epistemic"])
     assert set(epistemic.components) == {"epistemic"}
     assert (epistemic.std < full.std).all()
+    without = bundle.predict(flux, ivar, seed=0, sources=["noise", "aleatoric"])
+    assert set(without.components) == {"noise", "aleatoric"}
+    # the sources add in quadrature (linear labels: exactly)
+    total = without.std**2 + full.components["epistemic"] ** 2
+    np.testing.assert_allclose(total, full.std**2, rtol=1e-9)
     with pytest.raises(ValueError, match="unknown uncertainty sources"):
         bundle.predict(flux, ivar, sources=["cosmic"])
 
