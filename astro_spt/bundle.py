@@ -1397,6 +1397,45 @@ class EstimatorBundle:
         """
         return self.project(flux, mask).coefficients.astype(np.float32)
 
+    def noise_covariance(self, projection: PCAProjection, ivar) -> torch.Tensor:
+        """Covariance, in the network's label space, from the spectra's noise and gaps.
+
+        The ``"noise"`` source of `predict_scaled`, before its weight: the projection's
+        `~astro_spt.pca.PCAProjection.output_covariance` through the network's Jacobian
+        at the projected coefficients (`~astro_spt.nn.input_jacobian`).
+
+        Parameters
+        ----------
+        projection : `~astro_spt.pca.PCAProjection`
+            The spectra's projection (`project`).
+        ivar : array-like, shape (N, n_features)
+            Their inverse variance.
+
+        Returns
+        -------
+        `torch.Tensor`, shape (N, D, D), float64, on the CPU
+
+        Examples
+        --------
+        >>> import astro_spt
+        >>> from astro_spt.estimation import preprocess_inputs
+        >>> from astro_spt.io import example_files
+        >>> model = astro_spt.load_model()  # the embedded default, no network
+        >>> spectra = preprocess_inputs(example_files()[:2], model.preprocess_settings())
+        >>> projection = model.project(spectra.flux, spectra.mask)
+        >>> noisy = model.noise_covariance(projection, spectra.ivar / 4)  # twice the noise
+        >>> clean = model.noise_covariance(projection, spectra.ivar)
+        >>> bool((noisy.diagonal(dim1=1, dim2=2) > clean.diagonal(dim1=1, dim2=2)).all())
+        True
+        """
+        from .nn import input_jacobian
+
+        device = next(self.network.parameters()).device
+        x = torch.as_tensor(projection.coefficients, dtype=torch.float32, device=device)
+        jacobian = input_jacobian(self.network, x).double().cpu().numpy()
+        noise, gaps = projection.output_covariance(jacobian, ivar)
+        return torch.from_numpy(noise + gaps)
+
     def predict_scaled(
         self,
         features,
@@ -1479,7 +1518,7 @@ class EstimatorBundle:
 
         The values are standardised labels; `unscale` turns them into Gyr and solMass.
         """
-        from .nn import input_jacobian, predictive_samples
+        from .nn import predictive_samples
         from .nn.mc import _spectrum_keys
 
         if device is not None:
@@ -1523,9 +1562,7 @@ class EstimatorBundle:
                 with torch.no_grad():
                     parts["aleatoric"] = self.network.scatter_covariance(x).double().cpu()
             if "noise" in wanted and projection is not None and ivar is not None:
-                jacobian = input_jacobian(self.network, x).double().cpu().numpy()
-                noise, gaps = projection.output_covariance(jacobian, ivar)
-                parts["noise"] = torch.from_numpy(noise + gaps)
+                parts["noise"] = self.noise_covariance(projection, ivar)
             for name, covariance in parts.items():
                 root = torch.sqrt(weights[name])
                 weighted = covariance * root[:, None] * root[None, :]
@@ -1633,6 +1670,7 @@ class EstimatorBundle:
         return_samples: bool = False,
         device=None,
         sources=None,
+        projection: PCAProjection | None = None,
     ) -> LabelPrediction:
         """Labels, in physical units, of preprocessed spectra: `project`, `predict_scaled`,
         `unscale`.
@@ -1649,6 +1687,9 @@ class EstimatorBundle:
         return_samples : bool, optional
             Keep the samples in the result (the standard deviations are computed from
             them either way).
+        projection : `~astro_spt.pca.PCAProjection`, optional
+            ``project(flux, mask)``, when the caller has it already (e.g. for
+            `out_of_distribution`).
 
         Returns
         -------
@@ -1665,7 +1706,8 @@ class EstimatorBundle:
         >>> labels.mean.shape, labels.std.shape, labels.samples
         ((2, 2), (2, 2), None)
         """
-        projection = self.project(flux, mask)
+        if projection is None:
+            projection = self.project(flux, mask)
         scaled = self.predict_scaled(
             projection.coefficients,
             n_samples,

@@ -193,17 +193,16 @@ def _predict_block(bundle, result, rows, n_samples, seed, keep_samples, device, 
     outputs = {"mean": [], "std": [], "samples": [], "ood": [], "components": []}
     for n, block_flux, block_ivar, block_mask in _padded_blocks(result, rows):
         projection = bundle.project(block_flux, block_mask)
-        scaled = bundle.predict_scaled(
-            projection.coefficients,
-            n_samples,
+        labels = bundle.predict(
+            block_flux,
+            block_ivar,
+            n_samples=n_samples,
             seed=seed,
-            return_samples=True,
+            return_samples=keep_samples,
             device=device,
-            projection=projection,
-            ivar=block_ivar,
             sources=sources,
+            projection=projection,
         )
-        labels = bundle.unscale(scaled)
         outputs["mean"].append(labels.mean[:n])
         outputs["std"].append(labels.std[:n])
         outputs["components"].append({k: v[:n] for k, v in labels.components.items()})

@@ -117,13 +117,18 @@ def _key_words(key) -> np.ndarray:
     return np.frombuffer(hashlib.blake2b(key, digest_size=16).digest(), dtype=np.uint32)
 
 
+def _spectrum_rng(seed, key, *stream) -> np.random.Generator:
+    """The generator of one spectrum: seeded by ``seed``, its key and a stream number."""
+    words = _key_words(key)
+    return np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, *words, *stream])))
+
+
 def _draw_masks(keys, seed, n_samples, layers) -> np.ndarray:
     widths = [layer.n_units for layer in layers]
     keep_above = np.repeat([layer.p for layer in layers], widths).astype(np.float32)
     masks = np.empty((len(keys), n_samples, sum(widths)), dtype=bool)
     for i, key in enumerate(keys):
-        words = _key_words(key)
-        rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, *words])))
+        rng = _spectrum_rng(seed, key)
         masks[i] = rng.random((n_samples, keep_above.size), dtype=np.float32) >= keep_above
     return masks
 
@@ -336,9 +341,8 @@ def predictive_samples(
         deviations = deviations * epistemic_scale.to(deviations)
     draws = np.empty((n, t, d))
     for i, key in enumerate(keys):
-        words = _key_words(key)
-        # a stream of its own, independent of the dropout masks (seeded by [seed, *words])
-        rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, *words, 1])))
+        # a stream of its own, independent of the dropout masks (stream 0)
+        rng = _spectrum_rng(seed, key, 1)
         draws[i] = rng.standard_normal((t, d))
     draws = torch.from_numpy(draws).to(samples.device)
     ones = torch.ones(n, t, 1, dtype=samples.dtype, device=samples.device)

@@ -434,13 +434,11 @@ class SpectralTransformer(nn.Module):
         >>> len(net_all.forward_shared(x))
         2
         """
+        if self.hparams["dropout_position"] == "head":
+            return (self.backbone(x),)
         self._check_input(x)
         h = self.embed(x)
-        if self.hparams["dropout_position"] == "all":
-            return h, self.blocks[0].attend(h)
-        for block in self.blocks:
-            h = block(h)
-        return (self.norm(h),)
+        return h, self.blocks[0].attend(h)
 
     def forward_stochastic(self, *shared: torch.Tensor) -> torch.Tensor:
         """The rest of the network, from the output of `forward_shared`.
@@ -488,8 +486,6 @@ class SpectralTransformer(nn.Module):
         >>> net.backbone(torch.randn(4, 8)).shape
         torch.Size([4, 16])
         """
-        if self.hparams["dropout_position"] == "head":
-            return self.forward_shared(x)[0]
         self._check_input(x)
         h = self.embed(x)
         for block in self.blocks:

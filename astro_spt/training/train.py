@@ -404,18 +404,14 @@ def _out_of_fold_residuals(hparams, features, y_net, i_train, i_val, config, *, 
 
 
 def _noise_covariance(bundle, flux, ivar, mask) -> np.ndarray:
-    """Covariance the spectra's noise and gaps give the network's outputs, (N, D, D)."""
-    import torch
-
-    from ..nn import input_jacobian
-
-    blocks = []
-    for start in range(0, len(flux), 256):
-        projection = bundle.project(flux[start : start + 256], mask[start : start + 256])
-        x = torch.as_tensor(projection.coefficients, dtype=torch.float32)
-        jacobian = input_jacobian(bundle.network, x).double().numpy()
-        noise, gaps = projection.output_covariance(jacobian, ivar[start : start + 256])
-        blocks.append(noise + gaps)
+    """`EstimatorBundle.noise_covariance` of many spectra, 256 at a time, (N, D, D)."""
+    blocks = [
+        bundle.noise_covariance(
+            bundle.project(flux[start : start + 256], mask[start : start + 256]),
+            ivar[start : start + 256],
+        ).numpy()
+        for start in range(0, len(flux), 256)
+    ]
     return np.concatenate(blocks)
 
 
