@@ -470,3 +470,191 @@ def test_shared_fixtures_are_copies(shared_data):
     for path in FIXTURES.glob("spec-*"):
         (original,) = (shared_data / "lamost-lrs").rglob(path.name)
         assert original.read_bytes() == path.read_bytes()
+
+
+# --- the fast reading path against astropy.io.fits ----------------------------------------
+
+
+def _layout_files(shared_data=None):
+    """One or more files of every layout: the fixtures, and the shared data when present."""
+    files = sorted(FIXTURES.glob("*.fits*"))
+    if shared_data is not None:
+        lrs = shared_data / "lamost-lrs"
+        files += sorted((lrs / "dr1" / "spectra").glob("*.fits"))[:3]
+        files += sorted((lrs / "dr8" / "spectra").glob("*.fits*"))[:5]
+        files += sorted((lrs / "dr10" / "spectra").glob("*.fits*"))[:10]
+        files += sorted((lrs / "misc").glob("spec-*.fits*"))
+    return files
+
+
+def test_fast_path_gives_bit_identical_preprocessing(shared_data):
+    """read_lamost_lrs(path) (bytes + numpy.frombuffer) and the astropy.io.fits path
+    (an HDUList) give the same spectra and the same preprocessing, bit for bit."""
+    from astro_spt.io import read_spectrum
+    from astro_spt.preprocess import preprocess
+
+    files = _layout_files(shared_data)
+    assert {read_lamost_lrs(p).meta["layout"] for p in files} == {
+        "image-log-linear",
+        "image",
+        "coadd-table",
+    }
+    fast, slow = [], []
+    for path in files:
+        with fits.open(path) as hdul:
+            reference = read_lamost_lrs(hdul)
+        for spec in (read_lamost_lrs(path), read_spectrum(path), Spectrum.read(path)):
+            for attr in ("flux", "spectral_axis"):
+                a, b = getattr(spec, attr), getattr(reference, attr)
+                assert a.unit == b.unit and a.dtype == b.dtype
+                np.testing.assert_array_equal(a.value, b.value, strict=True)
+            np.testing.assert_array_equal(spec.uncertainty.array, reference.uncertainty.array)
+            np.testing.assert_array_equal(spec.mask, reference.mask, strict=True)
+            assert spec.meta.keys() == reference.meta.keys()
+            for key, value in reference.meta.items():
+                if key == "header":
+                    assert list(spec.meta[key].items()) == list(value.items())
+                elif isinstance(value, np.ndarray):
+                    np.testing.assert_array_equal(spec.meta[key], value, strict=True)
+                elif isinstance(value, float) and np.isnan(value):
+                    assert np.isnan(spec.meta[key])
+                else:
+                    assert (
+                        u.allclose(spec.meta[key], value, rtol=0, equal_nan=True)
+                        if isinstance(value, u.Quantity)
+                        else spec.meta[key] == value
+                    ), key
+        fast.append(read_lamost_lrs(path))
+        slow.append(reference)
+    a, b = preprocess(fast), preprocess(slow)
+    for field in ("flux", "ivar", "mask", "flags", "snr", "coverage", "n_repaired"):
+        np.testing.assert_array_equal(getattr(a, field), getattr(b, field), strict=True)
+
+
+# --- resource limits ----------------------------------------------------------------------
+
+
+def _run_briefly(function, seconds=10):
+    """function() in a thread; fail (instead of hanging the suite) if it has not returned."""
+    import threading
+
+    outcome = {}
+
+    def target():
+        try:
+            outcome["value"] = function()
+        except BaseException as exc:  # handed to the test
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), f"still running after {seconds} s"
+    return outcome
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_fifo_or_device_named_fits_is_refused_at_once(tmp_path):
+    from astro_spt.io import read_spectrum
+
+    fifo = tmp_path / "spec-fifo.fits"
+    os.mkfifo(fifo)
+    for source in (fifo, "/dev/zero", tmp_path):
+        for reader in (read_lamost_lrs, read_spectrum):
+            outcome = _run_briefly(lambda r=reader, s=source: r(s))
+            assert isinstance(outcome.get("error"), LAMOSTFormatError), outcome
+            assert "not a regular file" in str(outcome["error"])
+        assert not identify_lamost_lrs("read", str(source))
+
+
+def _gzip_bomb(path, inflated_bytes):
+    """A gzipped file that starts like a LAMOST file and inflates to ``inflated_bytes``."""
+    head = DR7.read_bytes()[:2880]
+    compressor = __import__("zlib").compressobj(9, wbits=31)
+    chunk = bytes(1 << 20)
+    parts = [compressor.compress(head)]
+    parts += [compressor.compress(chunk) for _ in range(inflated_bytes >> 20)]
+    path.write_bytes(b"".join([*parts, compressor.flush()]))
+
+
+def test_gzip_bomb_is_refused_quickly_in_bounded_memory(tmp_path):
+    import time
+    import tracemalloc
+
+    from astro_spt.io import _fits, read_spectrum
+
+    bomb = tmp_path / "spec-bomb.fits.gz"
+    _gzip_bomb(bomb, 256 << 20)  # 256 kB on disk
+    assert bomb.stat().st_size < 1 << 20
+    for reader in (read_lamost_lrs, read_spectrum):
+        tracemalloc.start()
+        start = time.process_time()
+        with pytest.raises(LAMOSTFormatError, match="inflates to more than"):
+            reader(bomb)
+        elapsed = time.process_time() - start
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert elapsed < 2, elapsed
+        assert peak < 4 * _fits.MAX_FILE_BYTES, peak
+    assert not identify_lamost_lrs("read", str(bomb))
+
+
+def test_size_limit_is_a_module_constant(tmp_path, monkeypatch):
+    from astro_spt.io import _fits
+
+    assert _fits.MAX_FILE_BYTES == 16 * 2**20
+    read_lamost_lrs(DR8_GZ)
+    limit = DR8_GZ.stat().st_size + 1000  # between its gzipped and its inflated size
+    monkeypatch.setattr(_fits, "MAX_FILE_BYTES", limit)
+    with pytest.raises(LAMOSTFormatError, match=f"inflates to more than {limit} bytes"):
+        read_lamost_lrs(DR8_GZ)
+    with pytest.raises(LAMOSTFormatError, match=f"larger than {limit} bytes"):
+        read_lamost_lrs(DR7)
+
+
+def _flip(data, index, bit=0):
+    data = bytearray(data)
+    data[index] ^= 1 << bit
+    return bytes(data)
+
+
+def test_damaged_files_never_reach_specutils(tmp_path, monkeypatch):
+    """A damaged LAMOST file, or a damaged FITS file, is refused by the package at once:
+    specutils' reader chain (minutes and gigabytes on such a file) is never tried."""
+    from astro_spt.io import read_spectrum
+
+    def no_chain(*args, **kwargs):
+        raise AssertionError("specutils' reader chain was tried")
+
+    plain = DR7.read_bytes()
+    naxis1 = plain.index(b"NAXIS1  =") + 29  # the last digit of NAXIS1's value
+    telescope = plain.index(b"TELESCOP=") + 11  # a letter of 'LAMOST'
+    damaged = {
+        "naxis1-bit.fits": _flip(plain, naxis1 - 3, 3),
+        "telescop-and-naxis1.fits": _flip(_flip(plain, naxis1 - 3, 3), telescope),
+        "cut.fits": plain[:30000],
+        "gzip-bit.fits.gz": _flip(gzip.compress(plain), 5000),
+        "not-fits.fits": b"no FITS here\n" * 100,
+        "empty.fits": b"",
+    }
+    monkeypatch.setattr(Spectrum, "read", no_chain)
+    for name, content in damaged.items():
+        path = tmp_path / name
+        path.write_bytes(content)
+        outcome = _run_briefly(lambda p=path: read_spectrum(p), seconds=5)
+        assert isinstance(outcome.get("error"), LAMOSTFormatError), (name, outcome)
+        assert str(path) in str(outcome["error"])
+
+
+def test_other_surveys_still_go_through_specutils(tmp_path):
+    from astro_spt.io import read_spectrum
+
+    path = tmp_path / "wcs1d.fits"
+    primary = fits.PrimaryHDU(np.linspace(1, 2, 100).astype(np.float32))
+    primary.header.update(CRVAL1=4000.0, CDELT1=1.0, CRPIX1=1, CUNIT1="Angstrom", CTYPE1="WAVE")
+    primary.header["BUNIT"] = "erg / (Angstrom cm2 s)"
+    primary.writeto(path)
+    spec = read_spectrum(path)
+    expected = Spectrum.read(path)
+    np.testing.assert_array_equal(spec.flux, expected.flux)
+    np.testing.assert_array_equal(spec.spectral_axis, expected.spectral_axis)

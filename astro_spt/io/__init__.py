@@ -11,11 +11,12 @@ __all__ = [
     "example_files",
     "identify_lamost_lrs",
     "read_lamost_lrs",
+    "read_spectrum",
     "register_lamost_readers",
 ]
 
-_MODULE_OF = {"example_files": ".examples"} | {
-    name: ".lamost" for name in __all__ if name != "example_files"
+_MODULE_OF = {"example_files": ".examples", "read_spectrum": ".reading"} | {
+    name: ".lamost" for name in __all__ if name not in ("example_files", "read_spectrum")
 }
 
 

@@ -25,6 +25,7 @@ This module never imports specutils at import time.
 """
 
 import contextlib
+import io
 import os
 import re
 import warnings
@@ -37,6 +38,7 @@ from astropy import units as u
 from astropy.io import fits
 
 from ..exceptions import LAMOSTFormatError
+from . import _fits
 
 if TYPE_CHECKING:
     from specutils import Spectrum
@@ -146,6 +148,10 @@ def _text(header, key):
     return str(value).strip()
 
 
+def _has_image(header):
+    return header.get("NAXIS") == 2 and header.get("NAXIS2") == _IMAGE_ROWS
+
+
 def _is_mrs(hdul):
     if str(hdul[0].header.get("FILENAME", "")).startswith("med-"):
         return True
@@ -154,6 +160,16 @@ def _is_mrs(hdul):
     except IndexError:
         return False
     return second.name.upper().startswith(("COADD_B", "COADD_R"))
+
+
+_MRS_REASON = (
+    "a LAMOST medium-resolution (MRS) file (COADD_B/COADD_R extensions); "
+    "only low-resolution (LRS) spectra can be read"
+)
+_NO_LAYOUT_REASON = (
+    "no 5×N spectrum image in the primary HDU and no COADD table "
+    "(not a LAMOST low-resolution spectrum, or a truncated file)"
+)
 
 
 def _image_row_names(header):
@@ -197,22 +213,14 @@ def _load(hdul, name, truncation=None):
     if truncation is not None:
         raise _error(name, f"the file is truncated ({truncation})")
     try:
-        if header.get("NAXIS") == 2 and header.get("NAXIS2") == _IMAGE_ROWS:
-            arrays = _load_image(hdul[0], name)
+        if _has_image(header):
+            arrays = _load_image(header, hdul[0].data, name)
         elif _is_mrs(hdul):
-            raise _error(
-                name,
-                "a LAMOST medium-resolution (MRS) file (COADD_B/COADD_R extensions); "
-                "only low-resolution (LRS) spectra can be read",
-            )
+            raise _error(name, _MRS_REASON)
         elif _has_coadd(hdul):
             arrays = _load_coadd(hdul["COADD"], name)
         else:
-            raise _error(
-                name,
-                "no 5×N spectrum image in the primary HDU and no COADD table "
-                "(not a LAMOST low-resolution spectrum, or a truncated file)",
-            )
+            raise _error(name, _NO_LAYOUT_REASON)
     except LAMOSTFormatError:
         raise
     except (OSError, EOFError, TypeError, ValueError, KeyError, IndexError, UserWarning) as exc:
@@ -221,6 +229,10 @@ def _load(hdul, name, truncation=None):
         reason = f"the data cannot be read; the file is truncated or corrupt ({exc})"
         raise _error(name, reason) from exc
 
+    return _checked(arrays, name)
+
+
+def _checked(arrays, name):
     n_pixels = arrays["flux"].size
     for key in ("ivar", "wavelength", "andmask", "ormask"):
         if arrays[key].shape != (n_pixels,):
@@ -239,9 +251,7 @@ def _has_coadd(hdul):
     return True
 
 
-def _load_image(hdu, name):
-    header = hdu.header
-    data = hdu.data
+def _load_image(header, data, name):
     if data is None or data.shape[0] != _IMAGE_ROWS:
         raise _error(name, "the primary image is not 5×N")
     rows = _image_row_names(header)
@@ -272,16 +282,25 @@ def _load_image(hdu, name):
 
 
 _COADD_COLUMNS = ("FLUX", "IVAR", "WAVELENGTH", "ANDMASK", "ORMASK")
+_COADD_READ = (*_COADD_COLUMNS, "NORMALIZATION")
 
 
 def _load_coadd(hdu, name):
     columns = [c.upper() for c in hdu.columns.names] if isinstance(hdu, fits.BinTableHDU) else []
-    missing = [c for c in _COADD_COLUMNS if c not in columns]
-    if missing:
-        raise _error(name, f"the COADD table lacks the column(s) {', '.join(missing)}")
+    _check_coadd_columns(columns, name)
     if hdu.data is None or len(hdu.data) != 1:
         raise _error(name, "the COADD table does not have exactly one row")
     row = hdu.data[0]
+    return _coadd_arrays({c: row[c] for c in columns if c in _COADD_READ})
+
+
+def _check_coadd_columns(columns, name):
+    missing = [c for c in _COADD_COLUMNS if c not in columns]
+    if missing:
+        raise _error(name, f"the COADD table lacks the column(s) {', '.join(missing)}")
+
+
+def _coadd_arrays(row):
     arrays = {
         "layout": "coadd-table",
         "flux": _float_array(row["FLUX"]),
@@ -290,12 +309,147 @@ def _load_coadd(hdu, name):
         "andmask": _bit_array(row["ANDMASK"]),
         "ormask": _bit_array(row["ORMASK"]),
     }
-    if "NORMALIZATION" in columns:
+    if "NORMALIZATION" in row:
         arrays["normalization"] = _float_array(row["NORMALIZATION"])
     return arrays
 
 
-def _meta(header, arrays, filename):
+# --- the fast path: the file's bytes, parsed by _fits, arrays by numpy.frombuffer --------
+
+# Bytes per element of a binary-table column (FITS standard, Table 18); "X" is bits.
+_TFORM_BYTES = {"L": 1, "B": 1, "I": 2, "J": 4, "K": 8, "A": 1, "E": 4, "D": 8, "C": 8, "M": 16}
+_TFORM = re.compile(r"\s*(\d*)([LXBIJKAEDCMPQ])")
+_FLOAT_TYPES = {"E": ">f4", "D": ">f8"}
+
+
+class _UseAstropy(Exception):
+    """A valid encoding the fast path does not decode (scaled data, unusual columns)."""
+
+
+def _read_source(source, name):
+    """The bytes of a path or file object, within `_fits.MAX_FILE_BYTES`, gunzipped."""
+    if not isinstance(source, (str, os.PathLike)):
+        # The registry's identifiers share one file object and leave it anywhere.
+        with contextlib.suppress(AttributeError, OSError, ValueError):
+            source.seek(0)
+    try:
+        return _fits.read_bytes(source)
+    except _fits.FITSStructureError as exc:
+        raise _error(name, str(exc)) from None
+    except OSError as exc:
+        raise _error(name, f"cannot be opened ({exc})") from None
+    finally:
+        if not isinstance(source, (str, os.PathLike)):
+            # The registry hands the same file object to the next identifier or reader.
+            with contextlib.suppress(AttributeError, OSError, ValueError):
+                source.seek(0)
+
+
+def _parse(buf, name):
+    try:
+        return _fits.parse_hdus(buf)
+    except _fits.FITSStructureError as exc:
+        raise _error(
+            name, f"cannot be opened as a FITS file; not FITS, truncated or damaged ({exc})"
+        ) from None
+
+
+def _lamost_header(hdus, name):
+    header = hdus[0].header
+    telescope = _text(header, "TELESCOP")
+    if telescope != "LAMOST":
+        raise _error(name, f"not a LAMOST file (TELESCOP = {telescope!r})")
+    return header
+
+
+def _load_hdus(buf, hdus, name):
+    """`_load` on parsed bytes: the same checks and arrays, without astropy objects."""
+    header = _lamost_header(hdus, name)
+    if _has_image(header):
+        arrays = _load_image(header, _image_data(buf, hdus[0]), name)
+    elif str(header.get("FILENAME", "")).startswith("med-") or (
+        len(hdus) > 1 and hdus[1].name.startswith(("COADD_B", "COADD_R"))
+    ):
+        raise _error(name, _MRS_REASON)
+    else:
+        coadd = next((hdu for hdu in hdus[1:] if hdu.name == "COADD"), None)
+        if coadd is None:
+            raise _error(name, _NO_LAYOUT_REASON)
+        arrays = _coadd_arrays(_coadd_row(buf, coadd, name))
+    return _checked(arrays, name)
+
+
+def _image_data(buf, hdu):
+    header = hdu.header
+    dtype = _FLOAT_TYPES.get({-32: "E", -64: "D"}.get(header.get("BITPIX")))
+    if dtype is None or header.get("BSCALE", 1) != 1 or header.get("BZERO", 0) != 0:
+        raise _UseAstropy
+    shape = (header.get("NAXIS2"), header.get("NAXIS1"))
+    return np.frombuffer(
+        buf, dtype=dtype, count=shape[0] * shape[1], offset=hdu.data_offset
+    ).reshape(shape)
+
+
+def _coadd_row(buf, hdu, name):
+    header = hdu.header
+    if header.get("XTENSION") != "BINTABLE":
+        raise _error(name, f"the COADD table lacks the column(s) {', '.join(_COADD_COLUMNS)}")
+    n_fields = header.get("TFIELDS")
+    if not isinstance(n_fields, int) or not 0 <= n_fields <= 999:
+        raise _UseAstropy
+    columns, start = {}, 0
+    for i in range(1, n_fields + 1):
+        ttype, tform = header.get(f"TTYPE{i}"), header.get(f"TFORM{i}")
+        match = _TFORM.match(tform) if isinstance(tform, str) else None
+        if match is None or match[2] in "XPQ" or not isinstance(ttype, str):
+            raise _UseAstropy
+        repeat = int(match[1] or 1)
+        key = ttype.upper()
+        if key in columns:  # astropy refuses ambiguous names; let it say so
+            raise _UseAstropy
+        columns[key] = (i, match[2], repeat, start)
+        start += repeat * _TFORM_BYTES[match[2]]
+    _check_coadd_columns(list(columns), name)
+    if header.get("NAXIS1") != start or header.get("NAXIS") != 2:
+        raise _UseAstropy
+    if header.get("NAXIS2") != 1:
+        raise _error(name, "the COADD table does not have exactly one row")
+    row = {}
+    for key in _COADD_READ:
+        if key not in columns:
+            continue
+        i, code, repeat, offset = columns[key]
+        if (
+            code not in _FLOAT_TYPES
+            or repeat < 2
+            or any(f"{k}{i}" in header for k in ("TSCAL", "TZERO", "TDIM"))
+        ):
+            raise _UseAstropy
+        row[key] = np.frombuffer(
+            buf, dtype=_FLOAT_TYPES[code], count=repeat, offset=hdu.data_offset + offset
+        )
+    return row
+
+
+def _load_bytes(buf, name):
+    """Arrays, header values and the `~astropy.io.fits.Header` of a file's bytes."""
+    hdus = _parse(buf, name)
+    try:
+        arrays = _load_hdus(buf, hdus, name)
+    except LAMOSTFormatError:
+        raise
+    except (TypeError, ValueError, KeyError, IndexError) as exc:
+        # Header values of the wrong type or size, as _load catches them from astropy.
+        reason = f"the data cannot be read; the file is truncated or corrupt ({exc!r})"
+        raise _error(name, reason) from None
+    except _UseAstropy:
+        with _open_hdulist(io.BytesIO(buf), name) as (hdul, truncation):
+            arrays = _load(hdul, name, truncation)
+    header = hdus[0].header
+    return arrays, header, fits.Header.fromstring(header.text.decode("ascii"))
+
+
+def _meta(header, arrays, filename, fits_header=None):
     z = _number(header, "Z")
     data_release = _text(header, "DATA_V")
     if data_release is not None:
@@ -326,7 +480,7 @@ def _meta(header, arrays, filename):
         "filename": filename,
         "andmask": arrays["andmask"],
         "ormask": arrays["ormask"],
-        "header": header,
+        "header": header if fits_header is None else fits_header,
     }
     for key in ("subcontinuum", "normalization"):
         if key in arrays:
@@ -363,26 +517,45 @@ def _verdict(args):
     the registry, or one path, file object or HDUList.
     """
     global _last_verdict
-    source = args[1] if len(args) > 1 and args[1] is not None else args[0]
+    key = args[1] if len(args) > 1 and args[1] is not None else args[0]
     remembered, verdict = _last_verdict
-    if remembered() is source:
+    if remembered() is key:
         return verdict
+    # Read a path ourselves: an identifier before ours may have closed the registry's file.
+    source = args[0] if isinstance(args[0], (str, os.PathLike)) else key
     name = _source_name(source)
     verdict = None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            with _open_hdulist(source, name) as (hdul, truncation):
-                if _text(hdul[0].header, "TELESCOP") == "LAMOST":
+            if isinstance(source, fits.HDUList):
+                with _open_hdulist(source, name) as (hdul, truncation):
+                    if _text(hdul[0].header, "TELESCOP") == "LAMOST":
+                        verdict = "lamost"
+                        _load(hdul, name, truncation)
+            else:
+                buf = _read_source(source, name)
+                if _primary_is_lamost(buf):
                     verdict = "lamost"
-                    _load(hdul, name, truncation)
-                    verdict = "lrs"
+                    _load_bytes(buf, name)
+            verdict = "lrs" if verdict == "lamost" else None
     except Exception:  # an identifier answers, it never raises
         pass
-    if not isinstance(source, (str, os.PathLike, fits.HDUList)):
+    if not isinstance(key, (str, os.PathLike, fits.HDUList)):
         with contextlib.suppress(TypeError):
-            _last_verdict = (weakref.ref(source), verdict)
+            _last_verdict = (weakref.ref(key), verdict)
     return verdict
+
+
+def _primary_is_lamost(buf):
+    """Whether the first header (even of a cut or damaged file) says TELESCOP = 'LAMOST'."""
+    if not buf.startswith(b"SIMPLE  ="):
+        return False
+    try:
+        header, _ = _fits.read_header(buf, 0)
+    except _fits.FITSStructureError:
+        return False
+    return _text(header, "TELESCOP") == "LAMOST"
 
 
 def identify_lamost_lrs(origin: str, *args, **kwargs) -> bool:
@@ -488,21 +661,28 @@ def read_lamost_lrs(file_obj: str | os.PathLike | IO[bytes] | fits.HDUList, **kw
     >>> spec.meta["class"], spec.meta["subclass"], spec.meta["data_release"]
     ('STAR', 'G5', None)
     """
+    name = _source_name(file_obj)
+    if isinstance(file_obj, fits.HDUList) or kwargs:
+        with _open_hdulist(file_obj, name, **kwargs) as (hdul, truncation):
+            arrays = _load(hdul, name, truncation)
+            header = hdul[0].header.copy()
+        return _spectrum(arrays, header, name)
+    arrays, values, header = _load_bytes(_read_source(file_obj, name), name)
+    return _spectrum(arrays, values, name, header)
+
+
+def _spectrum(arrays, values, name, fits_header=None):
     # Imported here: astropy.nddata pulls in astropy.wcs and coordinates (0.3 s), and
     # ``import astro_spt`` must stay light.
     from astropy.nddata import InverseVariance
     from specutils import Spectrum
 
-    name = _source_name(file_obj)
-    with _open_hdulist(file_obj, name, **kwargs) as (hdul, truncation):
-        arrays = _load(hdul, name, truncation)
-        header = hdul[0].header.copy()
     return Spectrum(
         flux=arrays["flux"] * _FLUX_UNIT,
         spectral_axis=arrays["wavelength"] * u.AA,
         uncertainty=InverseVariance(arrays["ivar"]),
         mask=_bad_pixels(arrays),
-        meta=_meta(header, arrays, name),
+        meta=_meta(values, arrays, name, fits_header),
     )
 
 
@@ -511,9 +691,8 @@ def _identify_unsupported_lamost(origin, *args, **kwargs):
 
 
 def _refuse_unsupported_lamost(file_obj, **kwargs):
+    read_lamost_lrs(file_obj, **kwargs)
     name = _source_name(file_obj)
-    with _open_hdulist(file_obj, name, **kwargs) as (hdul, truncation):
-        _load(hdul, name, truncation)
     raise _error(name, "not a readable LAMOST low-resolution spectrum")  # pragma: no cover
 
 

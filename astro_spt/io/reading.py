@@ -1,0 +1,68 @@
+"""Read one spectrum file of any survey, quickly and within bounded resources.
+
+`read_spectrum` is what `astro_spt.estimate` calls for each input path: a LAMOST
+low-resolution file goes through the fast reader of `astro_spt.io.lamost`; any other file
+goes to specutils' reader chain (``Spectrum.read(path)``), unchanged, but only once it is
+known to be a regular file within `~astro_spt.io._fits.MAX_FILE_BYTES` and, if it is
+named or looks like FITS, a well-formed FITS file. A damaged file otherwise costs
+specutils' thirty-odd readers minutes and gigabytes, and a FIFO never returns.
+"""
+
+import os
+
+from . import _fits
+from .lamost import _error, _load_bytes, _primary_is_lamost, _read_source, _spectrum
+
+__all__ = ["read_spectrum"]
+
+_FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fts.gz")
+
+
+def read_spectrum(path: str | os.PathLike):
+    """Read a spectrum file: LAMOST low-resolution files directly, others via specutils.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file, gzipped or not.
+
+    Returns
+    -------
+    `~specutils.Spectrum`
+        For a LAMOST low-resolution file the same spectrum as ``Spectrum.read(path)``
+        (see `~astro_spt.io.read_lamost_lrs`); otherwise what ``Spectrum.read(path)``
+        returns.
+
+    Raises
+    ------
+    astro_spt.exceptions.LAMOSTFormatError
+        At once, without trying specutils' readers, for a path that is not a regular
+        file, a file that holds more than ``MAX_FILE_BYTES`` once gunzipped, a damaged
+        gzip stream, a LAMOST file that cannot be read (truncated, damaged,
+        medium-resolution), and a FITS file (or a file named ``*.fits``) whose
+        structure is damaged. The message names the file.
+    Exception
+        Whatever specutils raises for another file it cannot read.
+
+    Examples
+    --------
+    >>> from astro_spt.io import example_files
+    >>> from astro_spt.io.reading import read_spectrum
+    >>> spec = read_spectrum(example_files()[0])
+    >>> spec.meta["layout"], spec.flux.shape
+    ('image-log-linear', (3904,))
+    """
+    name = os.fspath(path)
+    buf = _read_source(path, name)
+    if _primary_is_lamost(buf):
+        arrays, values, header = _load_bytes(buf, name)
+        return _spectrum(arrays, values, name, header)
+    looks_fits = buf.startswith(b"SIMPLE  =") or name.lower().endswith(_FITS_SUFFIXES)
+    if looks_fits:
+        try:
+            _fits.parse_hdus(buf)
+        except _fits.FITSStructureError as exc:
+            raise _error(name, f"not a LAMOST file, and not a readable FITS file ({exc})") from None
+    from specutils import Spectrum
+
+    return Spectrum.read(path)
