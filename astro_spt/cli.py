@@ -6,25 +6,34 @@ means writing the pair and listing the first in `SUBCOMMANDS`.
 
 Exit codes:
 
-==  ==================================================================================
-0   success
-1   user or input error (no such model, invalid or corrupt bundle, bad input files)
-2   usage error (unknown command or option; from argparse)
-3   network or hub error (hub unreachable, repository or revision not found, offline
-    with an empty cache, download failing verification)
-==  ==================================================================================
+===  =================================================================================
+0    success
+1    user or input error (no such model, invalid or corrupt bundle, bad input files,
+     an output that cannot be written), reported in one line, checked before the work
+2    usage error (unknown command or option; from argparse)
+3    network or hub error (hub unreachable, repository or revision not found, offline
+     with an empty cache, download failing verification)
+4    internal error: a bug, reported in one line (``ASTRO_SPT_TRACEBACK=1`` shows where)
+130  interrupted (Ctrl-C)
+===  =================================================================================
 """
 
 import argparse
 import dataclasses
 import os
+import re
 import sys
+import tempfile
+import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
 __all__ = [
     "EXIT_HUB_ERROR",
+    "EXIT_INTERNAL_ERROR",
+    "EXIT_INTERRUPTED",
     "EXIT_OK",
     "EXIT_USAGE_ERROR",
     "EXIT_USER_ERROR",
@@ -39,9 +48,12 @@ EXIT_OK = 0
 EXIT_USER_ERROR = 1
 EXIT_USAGE_ERROR = 2
 EXIT_HUB_ERROR = 3
+EXIT_INTERNAL_ERROR = 4
+EXIT_INTERRUPTED = 130
 
 _EPILOG = """\
-exit codes: 0 success; 1 user or input error; 2 usage error; 3 network or hub error.
+exit codes: 0 success; 1 user or input error; 2 usage error; 3 network or hub error;
+4 internal error (a bug: please report it); 130 interrupted.
 Defaults (hub repository, revision, endpoint, cache) come from the [astro_spt] section of
 astro_spt.cfg (astro_spt.conf); HF_HUB_OFFLINE=1 forbids network access and HF_TOKEN
 gives a token for private repositories."""
@@ -172,8 +184,16 @@ def _table_format(path: str) -> str:
 
 
 def write_table(table, path: str, overwrite: bool = False) -> None:
-    """Write an estimate table as ECSV, FITS or CSV, chosen by the file extension."""
+    """Write an estimate table as ECSV, FITS or CSV, chosen by the file extension.
+
+    The table goes to a temporary file in the same folder, which then replaces ``path``
+    (`os.replace`): a full disk or an interrupted run leaves the old file or none, never
+    a truncated one. FITS holds ASCII text only, so text with other characters (a file
+    name, a message) is written with Python's backslash escapes (``\\xe9`` for é).
+    """
     fmt = _table_format(path)
+    if os.path.exists(path) and not overwrite:
+        raise ValueError(f"{path} exists; pass --overwrite to replace it")
     table = table.copy(copy_data=False)
     if fmt != "ascii.ecsv":
         # FITS headers and CSV hold flat key/value metadata only, FITS with short keys.
@@ -181,9 +201,74 @@ def write_table(table, path: str, overwrite: bool = False) -> None:
         if fmt == "fits":
             from .estimation import _FITS_META_KEYWORDS
 
-            flat = {_FITS_META_KEYWORDS.get(k, k[:8].upper()): v for k, v in flat.items()}
+            flat = {_FITS_META_KEYWORDS.get(k, k[:8].upper()): _ascii(v) for k, v in flat.items()}
+            for name in table.colnames:
+                if table[name].dtype.kind in "UO":
+                    table[name] = [_ascii(v) for v in table[name]]
         table.meta = flat
-    table.write(path, format=fmt, overwrite=overwrite)
+    _write_atomically(path, lambda tmp: table.write(tmp, format=fmt))
+
+
+def _ascii(value):
+    return (
+        value.encode("ascii", "backslashreplace").decode("ascii")
+        if isinstance(value, str)
+        else value
+    )
+
+
+def _write_atomically(path: str, write) -> None:
+    """Have ``write(tmp)`` write a temporary file beside ``path``, then move it there."""
+    folder, name = os.path.split(os.path.abspath(path))
+    # The temporary name ends like the real one: astropy compresses by the extension.
+    tmp = os.path.join(folder, f".{os.getpid()}-{time.time_ns()}.tmp-{name}")
+    try:
+        write(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _check_output(path: str, *, overwrite: bool) -> None:
+    """Fail now, not after the work, if the table ``path`` cannot be written."""
+    _table_format(path)
+    if os.path.isdir(path):
+        raise ValueError(f"{path} is a folder, not a table file")
+    if os.path.exists(path) and not overwrite:
+        raise ValueError(f"{path} exists; pass --overwrite to replace it")
+    _check_folder(os.path.dirname(os.path.abspath(path)), create=False)
+
+
+def _check_folder(folder: str, *, create: bool) -> None:
+    """Fail now if files cannot be written in ``folder`` (made with its parents if
+    ``create``)."""
+    existing = os.path.abspath(folder)
+    while create and not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise ValueError(f"cannot write in {folder}: {existing} is not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as err:
+        raise ValueError(f"cannot write in {folder}: {err.strerror or err}") from err
+
+
+_DEVICE = re.compile(r"(auto|cpu|mps|cuda(:\d{1,3})?)")
+
+
+def _check_device(device: str | None) -> None:
+    if device is not None and not _DEVICE.fullmatch(device):
+        raise ValueError(f"invalid --device {device!r}: use cpu, cuda, cuda:N, mps or auto")
+
+
+def _check_positive(**values) -> None:
+    for name, value in values.items():
+        if value is not None and value < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
 
 
 def flag_summary(table) -> str:
@@ -237,10 +322,11 @@ def run_estimate(args: argparse.Namespace) -> int:
     from .estimation import estimate
     from .hub import load_model
 
+    # Everything that can be checked is checked before the work, not after it.
+    _check_device(args.device)
+    _check_positive(samples=args.samples, batch_size=args.batch_size)
     if args.output:
-        _table_format(args.output)  # fail before the work, not after it
-        if os.path.exists(args.output) and not args.overwrite:
-            raise ValueError(f"{args.output} exists; pass --overwrite to replace it")
+        _check_output(args.output, overwrite=args.overwrite)
     model = load_model(args.model, **_hub_options(args))
     table = estimate(
         args.files,
@@ -287,7 +373,7 @@ def _matched_labels(files, table_path, label_units):
     sources = [source for source, _ in expand_inputs(files)]
     if not sources:
         raise ValueError(f"no spectra found in {' '.join(files)}")
-    table = QTable.read(table_path)
+    table = _read_user_table(table_path, QTable)
     key = next((c for c in ("file", "filename", "source", "path") if c in table.colnames), None)
     if key is not None:
         index = {os.path.basename(str(v)): i for i, v in enumerate(table[key])}
@@ -316,6 +402,18 @@ def _matched_labels(files, table_path, label_units):
             )
         labels[name] = column
     return sources, labels
+
+
+def _read_user_table(path: str, cls):
+    """A table file given on the command line; any failure to read it is a user error."""
+    if not os.path.isfile(path):
+        raise ValueError(f"{path} is not a file")
+    try:
+        return cls.read(path)
+    except Exception as err:  # astropy's readers raise anything on a file that is no table
+        # astropy's "format could not be identified" goes on with a table of every format
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"cannot read {path} as a table: {reason}") from err
 
 
 def add_train_parser(subparsers) -> argparse.ArgumentParser:
@@ -364,13 +462,24 @@ def run_train(args: argparse.Namespace) -> int:
     from .estimation import _stderr_is_terminal
     from .training import EstimatorConfig, train
 
+    _check_device(args.device)
+    _check_positive(epochs=args.epochs)
+    # save_pretrained writes a temporary folder beside the output, then renames it.
+    _check_folder(os.path.dirname(os.path.abspath(args.output)), create=True)
+    if args.split:
+        _check_output(args.split, overwrite=True)
     labels_units = _parse_pairs(args.label, "--label")
-    sources, labels = _matched_labels(args.spectra, args.labels, labels_units)
     settings = {}
     if args.config:
         with open(args.config, encoding="utf-8") as f:
             settings = json.load(f)
-    config = EstimatorConfig.from_dict(settings)
+        if not isinstance(settings, dict):
+            raise ValueError(f"--config {args.config} must hold a JSON object")
+    try:
+        config = EstimatorConfig.from_dict(settings)
+    except (TypeError, KeyError) as err:
+        raise ValueError(f"invalid settings in --config {args.config}: {err}") from err
+    sources, labels = _matched_labels(args.spectra, args.labels, labels_units)
     overrides = {"max_epochs": args.epochs, "seed": args.seed}
     config = dataclasses.replace(
         config,
@@ -393,7 +502,10 @@ def run_train(args: argparse.Namespace) -> int:
         assignment = np.full(len(sources), "unused", dtype="U10")
         for part, rows in history.split.items():
             assignment[rows] = part
-        Table({"file": sources, "set": assignment}).write(args.split, overwrite=True)
+        split = Table({"file": sources, "set": assignment})
+        _write_atomically(
+            args.split, lambda tmp: split.write(tmp, format=_table_format(args.split))
+        )
     print(f"wrote {path} ({history.n_epochs} epochs)", file=sys.stderr)
     if history.test_metrics is not None:
         history.test_metrics.pprint_all()
@@ -438,13 +550,18 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from .metrics import metrics_table
     from .plots import evaluation_figures, save_figures
 
+    _check_device(args.device)
+    _check_positive(samples=args.samples)
+    _check_folder(args.output, create=True)
     model = load_model(args.model, **_hub_options(args))
     names, units = model.label_names, model.label_units
     sources, labels = _matched_labels(
         args.spectra, args.labels, {n: (u or None) for n, u in zip(names, units, strict=True)}
     )
     if args.split:
-        split = Table.read(args.split)
+        split = _read_user_table(args.split, Table)
+        if not {"file", "set"} <= set(split.colnames):
+            raise ValueError(f"--split {args.split} has no 'file' and 'set' columns")
         test = {os.path.basename(f) for f in split["file"][split["set"] == "test"]}
         keep = np.array([os.path.basename(s) in test for s in sources])
         sources, labels = [s for s, k in zip(sources, keep, strict=True) if k], labels[keep]
@@ -454,11 +571,14 @@ def run_evaluate(args: argparse.Namespace) -> int:
     y_err = np.stack([table[f"{n}_err"].value for n in names], 1)
     metrics = metrics_table(y_true, y_pred, y_err, names=list(names), model="SPT")
     os.makedirs(args.output, exist_ok=True)
-    metrics.write(os.path.join(args.output, "metrics.ecsv"), overwrite=True)
+    write_table(metrics, os.path.join(args.output, "metrics.ecsv"), overwrite=True)
     write_table(table, os.path.join(args.output, "estimates.ecsv"), overwrite=True)
     pretty = paper_table(metrics, label_units=dict(zip(names, units, strict=True)))
-    with open(os.path.join(args.output, "metrics.md"), "w", encoding="utf-8") as f:
-        f.write(format_table(pretty, fmt="markdown") + "\n")
+    markdown = format_table(pretty, fmt="markdown") + "\n"
+    _write_atomically(
+        os.path.join(args.output, "metrics.md"),
+        lambda tmp: Path(tmp).write_text(markdown, encoding="utf-8"),
+    )
     history = (model.provenance or {}).get("history")
     figures = evaluation_figures(
         y_true, y_pred, y_err, history=history, label_names=list(names), label_units=list(units)
@@ -528,11 +648,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except HubError as err:
-        print(f"astro-spt {args.command}: error: {err}", file=sys.stderr)
+        print(f"astro-spt {args.command}: error: {_one_line(err)}", file=sys.stderr)
         return EXIT_HUB_ERROR
     except (AstroSPTError, ValueError, OSError) as err:
-        print(f"astro-spt {args.command}: error: {err}", file=sys.stderr)
+        if isinstance(err, BrokenPipeError):  # the reader of stdout went away (| head)
+            sys.stderr.close()
+            return EXIT_OK
+        print(f"astro-spt {args.command}: error: {_one_line(err)}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print(f"astro-spt {args.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as err:
+        # A bug, not a user error: one line, and the traceback only when asked for.
+        if os.environ.get("ASTRO_SPT_TRACEBACK"):
+            raise
+        print(
+            f"astro-spt {args.command}: internal error: {type(err).__name__}: {_one_line(err)} "
+            "(set ASTRO_SPT_TRACEBACK=1 to see where; please report it)",
+            file=sys.stderr,
+        )
+        return EXIT_INTERNAL_ERROR
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split()) or type(err).__name__
 
 
 if __name__ == "__main__":

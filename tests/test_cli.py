@@ -1,5 +1,7 @@
 """Tests of the ``astro-spt`` command line."""
 
+import errno
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,10 +12,12 @@ from hf_server import LocalHub, isolate_huggingface_hub, make_bundle
 from astro_spt import flags
 from astro_spt.cli import (
     EXIT_HUB_ERROR,
+    EXIT_INTERNAL_ERROR,
     EXIT_OK,
     EXIT_USAGE_ERROR,
     EXIT_USER_ERROR,
     main,
+    write_table,
 )
 
 REPO = "astro-spt-tests/cli"
@@ -211,3 +215,107 @@ def test_train_evaluate_estimate_from_the_shell(shared_data, tmp_path, capsys):
     # labels that cannot be matched to the spectra are a user error
     bad = ["train", "--spectra", *files[:5], "--labels", str(split), "--label", "teff"]
     assert main([*bad, "-o", str(tmp_path / "m2")]) == EXIT_USER_ERROR
+
+
+# -- user errors: one line, exit code 1, before any work (issue 18) ------------------------
+
+
+@pytest.mark.parametrize(
+    ("extra", "match"),
+    [
+        (["--device", "bogus"], "invalid --device 'bogus'"),
+        (["--device", "meta"], "invalid --device 'meta'"),
+        (["--samples", "0"], "--samples must be at least 1"),
+        (["--batch-size", "-3"], "--batch-size must be at least 1"),
+        (["-o", "{tmp}/no/such/folder/out.ecsv"], "is not a folder"),
+        (["-o", "{tmp}/a-file/out.ecsv"], "is not a folder"),
+        (["-o", "{tmp}"], "format"),
+        (["-o", "{tmp}/out.txt"], "format"),
+    ],
+)
+def test_estimate_refuses_bad_options_before_the_work(tmp_path, capsys, monkeypatch, extra, match):
+    import astro_spt.hub
+
+    (tmp_path / "a-file").write_text("")
+    loaded = []
+    monkeypatch.setattr(astro_spt.hub, "load_model", lambda *a, **k: loaded.append(a))
+    extra = [e.format(tmp=tmp_path) for e in extra]
+    assert main(["estimate", "spectrum.fits", *extra]) == EXIT_USER_ERROR
+    err = capsys.readouterr().err
+    assert match in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert loaded == []  # refused before the model was even loaded
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root writes anyway")
+def test_unwritable_output_folder_is_found_before_the_work(tmp_path, capsys):
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    folder.chmod(0o500)
+    try:
+        assert main(["estimate", "x.fits", "-o", str(folder / "out.ecsv")]) == EXIT_USER_ERROR
+    finally:
+        folder.chmod(0o700)
+    assert "cannot write in" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("labels", ["binary", "missing", "folder"])
+def test_labels_file_that_is_not_a_table(lamost_files, tmp_path, capsys, labels):
+    path = {"binary": tmp_path / "labels.bin", "missing": tmp_path / "none.csv"}.get(labels)
+    if labels == "binary":
+        path.write_bytes(b"\x00\x01\x02\xff" * 100)
+    path = str(path or tmp_path)
+    argv = ["train", "--spectra", lamost_files[0], "--labels", path, "--label", "age:Gyr"]
+    assert main([*argv, "-o", str(tmp_path / "model")]) == EXIT_USER_ERROR
+    err = capsys.readouterr().err
+    assert path in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_unexpected_errors_are_one_line_with_their_own_exit_code(monkeypatch, capsys):
+    import astro_spt.cli
+
+    def bug(args):
+        raise RuntimeError("something\nunexpected")
+
+    monkeypatch.setattr(astro_spt.cli, "run_info", bug)
+    monkeypatch.delenv("ASTRO_SPT_TRACEBACK", raising=False)
+    assert main(["info"]) == EXIT_INTERNAL_ERROR
+    err = capsys.readouterr().err
+    assert err.strip().splitlines() == [
+        "astro-spt info: internal error: RuntimeError: something unexpected (set "
+        "ASTRO_SPT_TRACEBACK=1 to see where; please report it)"
+    ]
+    monkeypatch.setenv("ASTRO_SPT_TRACEBACK", "1")
+    with pytest.raises(RuntimeError):
+        main(["info"])
+
+
+def test_tables_are_written_atomically(tmp_path):
+    from astropy.table import QTable
+
+    from astro_spt.cli import _write_atomically
+
+    path = tmp_path / "ages.ecsv"
+    write_table(QTable({"age": [1.0, 2.0]}), str(path))
+    before = path.read_bytes()
+
+    def disk_full(tmp):
+        Path(tmp).write_bytes(before[:10])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(OSError, match="No space left"):
+        _write_atomically(str(path), disk_full)
+    assert path.read_bytes() == before  # the old file, whole
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ages.ecsv"]  # no leftovers
+    with pytest.raises(ValueError, match="--overwrite"):
+        write_table(QTable({"age": [3.0]}), str(path))
+
+
+def test_fits_output_holds_non_ascii_text(tmp_path):
+    from astropy.table import QTable
+
+    table = QTable({"source": ["spéc-α.fits", "b.fits"], "message": ["σ too large", ""]})
+    table.meta.update(model="/data/modèle", seed=0)
+    write_table(table, str(tmp_path / "out.fits"))
+    again = QTable.read(tmp_path / "out.fits")
+    assert list(again["source"]) == ["sp\\xe9c-\\u03b1.fits", "b.fits"]
+    assert again["message"][0] == "\\u03c3 too large"
