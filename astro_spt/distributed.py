@@ -178,21 +178,19 @@ def _run_partition(task: _Partition) -> _Done:
 
 
 def _to_storable(table):
-    """estimate()'s table with the per-row messages as a column (FITS headers hold no dicts)."""
+    """estimate()'s table without the messages' dict in meta (FITS headers hold no dicts):
+    its ``message`` column holds them."""
     stored = table.copy(copy_data=False)
-    messages = stored.meta.pop("messages", {})
-    stored[_MESSAGE_COLUMN] = [messages.get(source, "") for source in stored["source"]]
+    stored.meta.pop("messages", None)
     return stored
 
 
 def _from_storable(table):
-    messages = {
+    table.meta["messages"] = {
         source: message
         for source, message in zip(table["source"], table[_MESSAGE_COLUMN], strict=True)
         if message
     }
-    table.remove_column(_MESSAGE_COLUMN)
-    table.meta["messages"] = messages
     return table
 
 

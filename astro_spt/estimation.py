@@ -9,13 +9,19 @@ a spectrum's result does not depend on the batch it was in (see ``_NETWORK_CHUNK
 import glob
 import os
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
 from . import flags as _flags
 from .conf import conf
-from .exceptions import AstroSPTError, AstroSPTWarning
+from .exceptions import (
+    AstroSPTError,
+    AstroSPTWarning,
+    InvalidInputError,
+    InvalidSpectrumError,
+)
 
 __all__ = [
     "estimate",
@@ -46,15 +52,19 @@ _FITS_META_KEYWORDS = {
 
 @dataclass
 class _Item:
-    """One input spectrum: an in-memory spectrum or a file to read."""
+    """One input spectrum: an in-memory spectrum or a file to read, or why it is neither."""
 
     source: str
     spectrum: object = None
     path: str | None = None
+    error: str | None = None
 
 
 def _is_spectrum(obj) -> bool:
-    return hasattr(obj, "spectral_axis") and hasattr(obj, "flux")
+    try:
+        return hasattr(obj, "spectral_axis") and hasattr(obj, "flux")
+    except Exception:  # a property that raises: no spectrum
+        return False
 
 
 def expand_inputs(spectra) -> list:
@@ -81,77 +91,137 @@ def expand_inputs(spectra) -> list:
     ]
 
 
-def _expand(spectra, prefix="spectrum") -> list[_Item]:
-    if isinstance(spectra, str | os.PathLike):
-        text = os.fspath(spectra)
-        if os.path.isdir(text):
-            paths = sorted(
-                {p for pat in _FITS_PATTERNS for p in glob.glob(os.path.join(text, pat))}
-            )
-            return [_Item(p, path=p) for p in paths]
-        if glob.has_magic(text):
-            return [_Item(p, path=p) for p in sorted(glob.glob(text, recursive=True))]
-        return [_Item(text, path=text)]
+def _expand(spectra, prefix="spectrum", top=True) -> list[_Item]:
+    """The inputs as `_Item` rows. Anything unusable inside a collection becomes one row
+    with an ``error`` (raised by `_read` only when strict), so that it cannot abort the
+    others; only a top-level input of the wrong type is refused at once."""
+    if isinstance(spectra, str | bytes | os.PathLike):
+        return _expand_path(spectra, prefix)
     if _is_spectrum(spectra):
-        if spectra.flux.ndim == 1:
-            return [_Item(_source_of(spectra, prefix), spectrum=spectra)]
-        if spectra.flux.ndim == 2:
-            return [
-                _Item(f"{prefix}[{i}]", spectrum=spectra[i]) for i in range(spectra.flux.shape[0])
-            ]
-        raise AstroSPTError(f"{prefix}: flux of {spectra.flux.ndim} dimensions; expected 1 or 2")
+        try:
+            return _expand_spectrum(spectra, prefix)
+        except Exception as err:  # an object that only looks like a spectrum
+            return [_Item(prefix, error=f"not a usable spectrum: {_reason(err)}")]
     if isinstance(spectra, np.ndarray):
-        raise TypeError(
+        message = (
             "estimate() takes spectra with units (specutils Spectrum), file paths or folders, "
             "not a bare array: wrap flux and wavelength in a Spectrum"
         )
-    try:
-        elements = list(spectra)
-    except TypeError:
-        raise TypeError(
+    else:
+        try:
+            elements = list(spectra)
+        except Exception:
+            elements = None
+        if elements is not None:
+            items = []
+            for i, element in enumerate(elements):
+                items.extend(_expand(element, prefix=f"{prefix}[{i}]", top=False))
+            return items
+        message = (
             f"estimate() cannot use an input of type {type(spectra).__name__}: expected a "
             "specutils Spectrum, a SpectrumList or list, file paths, folders or glob patterns"
-        ) from None
+        )
+    if top:
+        raise InvalidInputError(message)
+    return [_Item(prefix, error=message)]
+
+
+def _expand_path(spectra, prefix) -> list[_Item]:
+    try:
+        text = os.fsdecode(spectra)
+    except Exception as err:
+        return [_Item(prefix, error=f"not a usable file name: {err}")]
+    if os.path.isdir(text):
+        folder = glob.escape(text)
+        paths = sorted({p for pat in _FITS_PATTERNS for p in glob.glob(os.path.join(folder, pat))})
+        return [_Item(p, path=p) for p in paths]
+    # A file that exists is that file, whatever characters its name holds ("a[b].fits").
+    if glob.has_magic(text) and not os.path.lexists(text):
+        return [_Item(p, path=p) for p in sorted(glob.glob(text, recursive=True))]
+    return [_Item(text, path=text)]
+
+
+def _expand_spectrum(spectrum, prefix) -> list[_Item]:
+    """One row per spectrum; a 2-D flux is one spectrum per row."""
+    source = _source_of(spectrum, prefix)
+    flux = spectrum.flux
+    ndim = getattr(flux, "ndim", None)
+    if ndim != 2:
+        if isinstance(ndim, int) and ndim > 2:
+            return [_Item(source, error=f"flux of {ndim} dimensions; expected 1 or 2")]
+        # 1-D, or not an array at all: _read and preprocess tell which
+        return [_Item(source, spectrum=spectrum)]
+    n_rows = flux.shape[0]
+    if n_rows == 0:
+        return [_Item(source, error="a 2-D spectrum with no rows of flux")]
     items = []
-    for i, element in enumerate(elements):
-        items.extend(_expand(element, prefix=f"spectrum[{i}]"))
+    for i in range(n_rows):
+        try:
+            items.append(_Item(f"{prefix}[{i}]", spectrum=spectrum[i]))
+        except Exception as err:
+            items.append(_Item(f"{prefix}[{i}]", error=f"cannot take row {i}: {_reason(err)}"))
     return items
 
 
+def _reason(error: Exception) -> str:
+    """An exception as one line for a message: the package's own say it all."""
+    return str(error) if isinstance(error, AstroSPTError) else f"{type(error).__name__}: {error}"
+
+
 def _source_of(spectrum, default: str) -> str:
-    meta = getattr(spectrum, "meta", None) or {}
+    meta = getattr(spectrum, "meta", None)
+    if not isinstance(meta, Mapping):
+        return default
     for key in ("filename", "file", "obsid"):
-        if meta.get(key) not in (None, ""):
-            return str(meta[key])
+        value = meta.get(key)
+        if isinstance(value, str | os.PathLike | int | np.integer) and str(value) != "":
+            return str(os.fspath(value) if isinstance(value, os.PathLike) else value)
     return default
+
+
+def _obsid_of(spectrum) -> int | None:
+    """The spectrum's LAMOST obsid when it has one that fits the int64 column."""
+    meta = getattr(spectrum, "meta", None)
+    obsid = meta.get("obsid") if isinstance(meta, Mapping) else None
+    if isinstance(obsid, bool | np.bool_) or not isinstance(obsid, int | np.integer):
+        return None
+    return int(obsid) if 0 <= obsid <= np.iinfo(np.int64).max else None
 
 
 def _read(item: _Item, strict: bool):
     """The item's spectrum, or None and a message when it cannot be read."""
     from specutils import Spectrum
 
-    from .exceptions import InvalidSpectrumError, LAMOSTFormatError
+    from .exceptions import InvalidSpectrumError
 
-    if item.path is None:
-        if isinstance(item.spectrum, Spectrum):
-            return item.spectrum, None
-        # _expand takes anything with flux and spectral_axis; preprocess takes Spectrum
-        message = f"{item.source}: a {type(item.spectrum).__name__}, not a specutils Spectrum"
+    def refuse(message):
         if strict:
-            raise InvalidSpectrumError(message)
+            raise InvalidSpectrumError(f"{item.source}: {message}")
         return None, message
 
-    try:
+    if item.error is not None:
+        return refuse(item.error)
+    if item.path is None:
+        spectrum = item.spectrum
+        if not isinstance(spectrum, Spectrum):
+            # _expand takes anything with flux and spectral_axis; preprocess takes Spectrum
+            return refuse(f"a {type(spectrum).__name__} object, not a specutils Spectrum")
+    else:
         try:
-            # Naming the format skips specutils' ~30 identifiers (6x faster per file);
-            # files that are not LAMOST low-resolution spectra go through them after all.
-            return Spectrum.read(item.path, format="LAMOST-LRS"), None
-        except LAMOSTFormatError:
-            return Spectrum.read(item.path), None
-    except Exception as err:  # any failure to read is this row's problem only
-        if strict:
-            raise AstroSPTError(f"cannot read {item.path}: {err}") from err
-        return None, f"cannot read {item.path}: {err}"
+            # LAMOST files by the fast reader; others by specutils once known to be sane
+            # (regular, bounded, well-formed FITS): no FIFO or damaged file reaches it.
+            from .io.reading import read_spectrum
+
+            spectrum = read_spectrum(item.path)
+        except Exception as err:  # any failure to read is this row's problem only
+            if strict:
+                raise AstroSPTError(f"cannot read {item.path}: {err}") from err
+            return None, f"cannot read {item.path}: {err}"
+    if not isinstance(spectrum, Spectrum) or np.ndim(spectrum.flux) != 1:
+        # one row per input: a file's 2-D spectrum would give several
+        shape = np.shape(getattr(spectrum, "flux", None))
+        return refuse(f"a spectrum of flux shape {shape}; expected one 1-D spectrum")
+    return spectrum, None
 
 
 def _padded_blocks(result, rows):
@@ -172,16 +242,91 @@ def _padded_blocks(result, rows):
 
 
 def _resolve_device(device):
+    """The torch device to run on; `AstroSPTError` for one that cannot hold the model."""
     import torch
 
     if device in (None, "cpu"):
         return torch.device("cpu")
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise AstroSPTError(f"device {device} was asked for but CUDA is not available")
-    return device
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise AstroSPTError(
+            f"unknown device {device!r}: expected 'cpu', 'cuda', 'cuda:N', 'mps' or 'auto'"
+        ) from None
+    if resolved.type == "cpu":
+        return resolved
+    if resolved.type not in ("cuda", "mps", "xpu"):
+        # e.g. "meta", which holds no data: the model would come back empty
+        raise AstroSPTError(f"device {device!r} cannot run a model: use 'cpu' or 'cuda'")
+    backend = getattr(torch, resolved.type, None)
+    if backend is None or not backend.is_available():
+        name = "CUDA" if resolved.type == "cuda" else resolved.type
+        raise AstroSPTError(f"device {resolved} was asked for but {name} is not available")
+    if resolved.type == "cuda" and (resolved.index or 0) >= torch.cuda.device_count():
+        raise AstroSPTError(
+            f"device {resolved} was asked for but there are {torch.cuda.device_count()} "
+            "CUDA devices"
+        )
+    return resolved
+
+
+def _network_device(bundle):
+    import torch
+
+    parameter = next(bundle.network.parameters(), None)
+    return torch.device("cpu") if parameter is None else parameter.device
+
+
+# How far beyond its training range a label may lie, in the network's standardised space
+# (units of the training labels' standard deviation, after log10 for log-scaled labels),
+# before it is no extrapolation but the network answering input it cannot describe.
+# Measured: 2,212 real LAMOST DR1-DR10 spectra of every kind of star reach at most 16
+# spreads beyond with the default model (trained on giants of 0.4-14 Gyr), pure noise
+# reaches hundreds; 20 leaves every real spectrum its value (and the flag
+# outside_label_range) while 1e168 Gyr, or a mass of -2,000 solMass, becomes NaN.
+_UNPHYSICAL_MARGIN = 20.0
+# Labels of these physical types are amounts, positive by nature (a [Fe/H] is not).
+_POSITIVE_TYPES = frozenset({"mass", "time", "length", "temperature", "power"})
+
+
+def _unphysical(bundle, values, errors) -> dict[int, str]:
+    """Rows (by position) whose labels are no physical value, with the reason.
+
+    A label is unphysical when it or its error is not finite, when it is not positive for
+    a positive quantity, when it lies more than ``_UNPHYSICAL_MARGIN`` training standard
+    deviations beyond the training labels' range in the network's space (beyond
+    ``±_UNPHYSICAL_MARGIN`` about their mean for a model without reference statistics),
+    or when its error is wider than that whole plausible band.
+    """
+    import astropy.units as u
+
+    ranges = bundle.reference.label_ranges if bundle.reference is not None else {}
+    reasons: dict[int, list[str]] = {}
+    for i, label in enumerate(bundle.labels):
+        value, error = values[:, i], errors[:, i]
+        with np.errstate(all="ignore"):
+            z = label.to_network(value)
+            low, high = np.sort(label.to_network(ranges.get(label.name, [0.0, 0.0])))
+            low, high = low - _UNPHYSICAL_MARGIN, high + _UNPHYSICAL_MARGIN
+            width = np.ptp(label.from_network([low, high]))
+            positive = not _POSITIVE_TYPES.isdisjoint(set(u.Unit(label.unit).physical_type))
+            tests = [
+                (~np.isfinite(value) | ~np.isfinite(error), "not finite"),
+                (np.isfinite(value) & (value <= 0) & positive, "not positive"),
+                (~((z >= low) & (z <= high)), "far outside the training range"),
+                (~(error <= width), "an error wider than any plausible value"),
+            ]
+        for row in np.flatnonzero(np.any([bad for bad, _ in tests], axis=0)):
+            why = next(text for bad, text in tests if bad[row])
+            reasons.setdefault(int(row), []).append(
+                f"{label.name} = {value[row]:.3g} +/- {error[row]:.3g} {label.unit} ({why})"
+            )
+    return {
+        row: "unphysical prediction, set to NaN: " + "; ".join(texts)
+        for row, texts in reasons.items()
+    }
 
 
 def _predict_block(bundle, result, rows, n_samples, seed, keep_samples, device, sources):
@@ -319,7 +464,7 @@ def estimate(
     >>> folder = example_files()[0].parent
     >>> table = astro_spt.estimate(os.path.join(folder, "spec-*.fits.gz"))
     >>> len(table), table.colnames
-    (6, ['source', 'age', 'age_err', 'mass', 'mass_err', 'flags'])
+    (6, ['source', 'age', 'age_err', 'mass', 'mass_err', 'flags', 'message'])
     >>> [str(table[name].unit) for name in ("age", "age_err", "mass", "mass_err")]
     ['Gyr', 'Gyr', 'solMass', 'solMass']
     >>> table.meta["seed"], table.meta["n_samples"]
@@ -365,35 +510,64 @@ def estimate(
     starts = range(0, n, batch_size)
     if progress or (progress is None and len(starts) > 10 and _stderr_is_terminal()):
         starts = _progress(starts)
-    for rows_ok, result, batch_obsids, batch_messages in iter_preprocessed(
-        items, config, batch_size=batch_size, strict=strict, redshift=redshift, starts=starts
-    ):
-        messages.update(batch_messages)
-        for row, obsid in batch_obsids.items():
-            obsids[row] = obsid
-        for row in set(batch_messages) - set(rows_ok.tolist()):
-            flags[row] |= _flags.UNREADABLE  # the file could not be read
-        if result is None:
-            continue
-        flags[rows_ok] |= result.flags
-        usable = np.all(np.isfinite(result.flux), axis=1)
-        if not usable.any():
-            continue
-        rows = rows_ok[usable]
-        mean, std, draws, ood, parts = _predict_block(
-            bundle, result, np.flatnonzero(usable), n_samples, seed, return_samples, device, sources
-        )
-        values[rows] = mean
-        errors[rows] = std
-        for name, part in parts.items():
-            components.setdefault(name, np.full((n, n_labels), np.nan))[rows] = part
-        if return_samples:
-            samples[rows] = draws
-        if ood is not None:
-            flags[rows[ood]] |= _flags.OUT_OF_DISTRIBUTION
-        if bundle.reference is not None:
-            flags[rows[bundle.outside_label_range(mean)]] |= _flags.OUTSIDE_LABEL_RANGE
-        flags[rows[bundle.large_uncertainty(mean, std, fraction)]] |= _flags.LARGE_UNCERTAINTY
+    # The caller's model goes back where it was, whatever happens on the way.
+    original_device = _network_device(bundle)
+    try:
+        try:
+            bundle.network.to(device)
+        except Exception as err:
+            raise AstroSPTError(f"cannot move the model to device {device}: {err}") from err
+        for rows_ok, result, batch_obsids, batch_messages in iter_preprocessed(
+            items, config, batch_size=batch_size, strict=strict, redshift=redshift, starts=starts
+        ):
+            messages.update(batch_messages)
+            for row, obsid in batch_obsids.items():
+                obsids[row] = obsid
+            for row in set(batch_messages) - set(rows_ok.tolist()):
+                flags[row] |= _flags.UNREADABLE  # the file could not be read
+            if result is None:
+                continue
+            flags[rows_ok] |= result.flags
+            usable = np.all(np.isfinite(result.flux), axis=1)
+            if not usable.any():
+                continue
+            rows = rows_ok[usable]
+            with np.errstate(all="ignore"):  # overflow is caught below, as unphysical
+                mean, std, draws, ood, parts = _predict_block(
+                    bundle,
+                    result,
+                    np.flatnonzero(usable),
+                    n_samples,
+                    seed,
+                    return_samples,
+                    device,
+                    sources,
+                )
+            if ood is not None:
+                flags[rows[ood]] |= _flags.OUT_OF_DISTRIBUTION
+            with np.errstate(all="ignore"):
+                if bundle.reference is not None:
+                    flags[rows[bundle.outside_label_range(mean)]] |= _flags.OUTSIDE_LABEL_RANGE
+                large = bundle.large_uncertainty(mean, std, fraction)
+            flags[rows[large]] |= _flags.LARGE_UNCERTAINTY
+            unphysical = _unphysical(bundle, mean, std)
+            for k, message in unphysical.items():
+                if strict:
+                    raise InvalidSpectrumError(f"{items[rows[k]].source}: {message}")
+                messages[int(rows[k])] = message
+                flags[rows[k]] |= _flags.UNPHYSICAL_VALUE
+            keep = np.ones(len(rows), bool)
+            keep[list(unphysical)] = False
+            rows = rows[keep]
+            values[rows] = mean[keep]
+            errors[rows] = std[keep]
+            for name, part in parts.items():
+                components.setdefault(name, np.full((n, n_labels), np.nan))[rows] = part[keep]
+            if return_samples:
+                samples[rows] = draws[keep]
+    finally:
+        if _network_device(bundle) != original_device:
+            bundle.network.to(original_device)
 
     table = QTable()
     table["source"] = [item.source for item in items]
@@ -409,6 +583,8 @@ def estimate(
         if return_samples:
             table[f"{label.name}_samples"] = samples[:, :, i] * unit
     table["flags"] = flags
+    # Why a row has no values, with the row (meta, unlike a column, is lost by most formats).
+    table["message"] = np.array([messages.get(row, "") for row in range(n)], dtype=str)
     table.meta.update(
         {
             "model": bundle.name or bundle.source or bundle.description,
@@ -514,12 +690,16 @@ def iter_preprocessed(items, config, *, batch_size, strict=False, redshift=None,
     >>> messages[6].startswith("cannot read no/such/file.fits")
     True
     """
-    from .preprocess import preprocess
 
     if not (isinstance(items, list) and all(isinstance(item, _Item) for item in items)):
         items = _expand(items)
     if redshift is not None:
-        redshift = np.broadcast_to(np.asarray(redshift, dtype=float), (len(items),))
+        try:
+            redshift = np.broadcast_to(np.asarray(redshift, dtype=float), (len(items),))
+        except (TypeError, ValueError):
+            raise InvalidSpectrumError(
+                f"redshift must be one number or one per input ({len(items)}), got {redshift!r:.80}"
+            ) from None
     if starts is None:
         starts = range(0, len(items), batch_size)
     for start in starts:
@@ -530,9 +710,9 @@ def iter_preprocessed(items, config, *, batch_size, strict=False, redshift=None,
             if spectrum is None:
                 messages[start + k] = message
                 continue
-            obsid = (getattr(spectrum, "meta", None) or {}).get("obsid")
-            if isinstance(obsid, int | np.integer):
-                obsids[start + k] = int(obsid)
+            obsid = _obsid_of(spectrum)
+            if obsid is not None:
+                obsids[start + k] = obsid
             spectra_ok.append(spectrum)
             rows_ok.append(start + k)
         if not spectra_ok:
@@ -540,13 +720,71 @@ def iter_preprocessed(items, config, *, batch_size, strict=False, redshift=None,
             continue
         rows_ok = np.asarray(rows_ok)
         z = None if redshift is None else redshift[rows_ok]
-        with warnings.catch_warnings():
-            # the callers report unusable spectra row by row (flags and messages)
-            warnings.simplefilter("ignore", AstroSPTWarning)
-            result = preprocess(spectra_ok, config, redshift=z, strict=strict)
+        result = _preprocess_apart(spectra_ok, config, z)
         for k, message in result.messages.items():
+            if strict:
+                raise InvalidSpectrumError(f"{items[rows_ok[k]].source}: {message}")
             messages[int(rows_ok[k])] = message
         yield rows_ok, result, obsids, messages
+
+
+def _preprocess_apart(spectra, config, redshift):
+    """`preprocess` of 1-D spectra, one row each, no row depending on another.
+
+    Should the batch raise all the same (preprocess isolates each spectrum's reading, not
+    yet known failures of the numerics), each spectrum is preprocessed alone: rows are
+    independent, so the others come out the same and only the culprit fails.
+    """
+    from .preprocess import preprocess
+
+    with warnings.catch_warnings():
+        # the callers report unusable spectra row by row (flags and messages)
+        warnings.simplefilter("ignore", AstroSPTWarning)
+        try:
+            return preprocess(spectra, config, redshift=redshift)
+        except Exception as error:
+            if len(spectra) == 1:
+                result = _unreadable_result(1, config)
+                result.messages[0] = f"cannot be preprocessed: {_reason(error)}"
+                return result
+        parts = [
+            _preprocess_apart([spectrum], config, None if redshift is None else redshift[k : k + 1])
+            for k, spectrum in enumerate(spectra)
+        ]
+    result = _unreadable_result(len(spectra), config)
+    for k, part in enumerate(parts):
+        for name in _ROW_FIELDS:
+            getattr(result, name)[k] = getattr(part, name)[0]
+        if 0 in part.messages:
+            result.messages[k] = part.messages[0]
+    return result
+
+
+# The per-row arrays of a PreprocessResult.
+_ROW_FIELDS = ("flux", "flags", "ivar", "mask", "n_repaired", "snr", "coverage", "redshift")
+
+
+def _unreadable_result(n, config):
+    """A `PreprocessResult` of ``n`` rows, every one unreadable (NaN, fully masked)."""
+    import astropy.units as u
+
+    from .preprocess import PreprocessResult, make_wavelength_grid
+
+    wavelength = make_wavelength_grid(config.grid) * u.AA
+    m = len(wavelength)
+    return PreprocessResult(
+        flux=np.full((n, m), np.nan, np.float32),
+        flags=np.full(n, _flags.UNREADABLE, _flags.FLAG_DTYPE),
+        wavelength=wavelength,
+        ivar=np.zeros((n, m), np.float32),
+        mask=np.ones((n, m), bool),
+        n_repaired=np.zeros(n, np.int64),
+        snr=np.full(n, np.nan),
+        coverage=np.zeros(n),
+        redshift=np.full(n, np.nan),
+        config=config,
+        messages={},
+    )
 
 
 def _load(model):
@@ -615,33 +853,16 @@ def preprocess_inputs(
     >>> sorted(result.messages)
     [2]
     """
-    import astropy.units as u
-
-    from .preprocess import PreprocessConfig, PreprocessResult, make_wavelength_grid
+    from .preprocess import PreprocessConfig
 
     config = PreprocessConfig() if config is None else config
     items = _expand(spectra)
-    n = len(items)
-    wavelength = make_wavelength_grid(config.grid) * u.AA
-    n_pixels = len(wavelength)
-    arrays = {
-        "flux": np.full((n, n_pixels), np.nan, np.float32),
-        "flags": np.zeros(n, _flags.FLAG_DTYPE),
-        "ivar": np.zeros((n, n_pixels), np.float32),
-        "mask": np.ones((n, n_pixels), bool),
-        "n_repaired": np.zeros(n, int),
-        "snr": np.full(n, np.nan),
-        "coverage": np.zeros(n),
-        "redshift": np.full(n, np.nan),
-    }
-    messages = {}
-    for rows, result, _, batch_messages in iter_preprocessed(
+    result = _unreadable_result(len(items), config)
+    for rows, batch, _, batch_messages in iter_preprocessed(
         items, config, batch_size=batch_size, strict=strict, redshift=redshift
     ):
-        messages |= batch_messages
-        for row in set(batch_messages) - set(rows.tolist()):
-            arrays["flags"][row] |= _flags.UNREADABLE
-        if result is not None:
-            for name, values in arrays.items():
-                values[rows] = getattr(result, name)
-    return PreprocessResult(wavelength=wavelength, config=config, messages=messages, **arrays)
+        result.messages |= batch_messages
+        if batch is not None:
+            for name in _ROW_FIELDS:
+                getattr(result, name)[rows] = getattr(batch, name)
+    return result

@@ -354,8 +354,8 @@ class InvalidSpectrumError(AstroSPTError, ValueError):
     ...     preprocess(infrared, redshift=0.0, strict=True)
     ... except InvalidSpectrumError as err:
     ...     print(err)  # doctest: +NORMALIZE_WHITESPACE
-    row 0: too little usable data on the model grid (3800-9100 Å): fewer than 50% of its
-    pixels valid, or a non-positive flux level (flagged 'unreadable')
+    row 0: too little usable data on the model grid (3800-9100 Angstrom): fewer than 50% of
+    its pixels valid, or a non-positive flux level (flagged 'unreadable')
 
     Without ``strict=True`` the spectrum is flagged ``unreadable`` instead, and its row of
     the result is NaN.
@@ -374,4 +374,27 @@ class InvalidConfigError(AstroSPTError, ValueError):
     ... except InvalidConfigError as err:
     ...     print(err)
     denoise: level must be an integer in [1, 12], got 20
+    """
+
+
+# Estimation (astro_spt.estimate).
+__all__ += ["InvalidInputError"]
+
+
+class InvalidInputError(AstroSPTError, TypeError):
+    """`astro_spt.estimate` was given something that is no spectrum, file or list of them.
+
+    Only the input as a whole is refused so; an unusable element of a list gets a NaN row,
+    a flag and a message instead (or `InvalidSpectrumError` with ``strict=True``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import astro_spt
+    >>> from astro_spt.exceptions import InvalidInputError
+    >>> try:
+    ...     astro_spt.estimate(np.ones((2, 3000)))
+    ... except InvalidInputError as err:
+    ...     print(err)  # doctest: +ELLIPSIS
+    estimate() takes spectra with units (specutils Spectrum), ... not a bare array: ...
     """

@@ -43,6 +43,7 @@ __all__ = [
     "POOR_COVERAGE",
     "REPAIRED_PIXELS",
     "SEVERITIES",
+    "UNPHYSICAL_VALUE",
     "UNREADABLE",
     "FlagDefinition",
     "FlagRegistry",
@@ -53,7 +54,7 @@ __all__ = [
     "has_flag",
 ]
 
-#: Integer type of flag arrays: bits 0-30 (the sign bit is not used) leave room for 17
+#: Integer type of flag arrays: bits 0-30 (the sign bit is not used) leave room for 16
 #: more flags, and map to FITS ``J``.
 FLAG_DTYPE = np.int32
 
@@ -216,7 +217,7 @@ class FlagRegistry:
         >>> from astro_spt.flags import FLAGS, decode_flags
         >>> bad = FLAGS.mask_of("bad")
         >>> decode_flags(bad)
-        ['heavy_damage', 'unreadable']
+        ['heavy_damage', 'unreadable', 'unphysical_value']
         >>> flags = np.array([0, FLAGS["low_snr"].value, FLAGS["unreadable"].value])
         >>> (flags & bad) == 0
         array([ True,  True, False])
@@ -325,6 +326,15 @@ FLAGS = FlagRegistry(
             "and interpolated over; such gaps do not set ``missing_values``.",
             "info",
         ),
+        FlagDefinition(
+            14,
+            "unphysical_value",
+            "The prediction is no physical value: not finite, not positive for a positive "
+            "quantity (mass, age), or, it or its error, more than five training standard "
+            "deviations beyond the training labels' range (in the space the network learns "
+            "them in); its values are NaN.",
+            "bad",
+        ),
     ]
 )
 
@@ -342,6 +352,7 @@ LARGE_UNCERTAINTY = FLAGS["large_uncertainty"].value
 UNREADABLE = FLAGS["unreadable"].value
 NO_REDSHIFT = FLAGS["no_redshift"].value
 MASKED_STANDARD_REGIONS = FLAGS["masked_standard_regions"].value
+UNPHYSICAL_VALUE = FLAGS["unphysical_value"].value
 
 
 def decode_flags(value) -> list[str] | list[list[str]]:

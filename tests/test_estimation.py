@@ -7,7 +7,7 @@ import astropy.units as u
 import numpy as np
 import pytest
 from astropy.io import fits
-from astropy.table import vstack
+from astropy.table import QTable, vstack
 from astropy.uncertainty import Distribution
 from specutils import Spectrum, SpectrumList
 
@@ -236,3 +236,161 @@ def test_one_thousand_real_spectra(shared_data, untrained_bundle, tmp_path):
     unreadable = (table["flags"] & flags.UNREADABLE) != 0
     assert np.array_equal(bad, unreadable)
     assert set(np.flatnonzero(unreadable)) == set(broken)
+
+
+# -- issue 18: no input crashes a batch, changes a neighbour, or comes back as nonsense --
+
+
+@pytest.fixture(scope="module")
+def default_model():
+    return astro_spt.load_model()
+
+
+def _one_good_and(bad, lamost_files, model, **kwargs):
+    """estimate() of a good spectrum, ``bad`` and another good one; checks the contract."""
+    good = [Spectrum.read(path) for path in lamost_files[:2]]
+    table = estimate([good[0], bad, good[1]], model, n_samples=4, **kwargs)
+    alone = estimate(good, model, n_samples=4, **kwargs)
+    assert len(table) == 3 and values_equal(table[[0, 2]], alone)
+    assert np.isnan(table["age"][1]) and np.isnan(table["mass_err"][1]) and table["flags"][1]
+    assert table["message"][1] and not table["message"][0] and not table["message"][2]
+    with pytest.raises(AstroSPTError):
+        estimate([good[0], bad], model, n_samples=4, strict=True, **kwargs)
+    return table
+
+
+@pytest.mark.parametrize("n_pixels", [1, 2, 3, 4])
+def test_a_few_pixels_without_uncertainty(n_pixels, lamost_files, untrained_bundle):
+    tiny = Spectrum(
+        flux=np.ones(n_pixels) * u.Jy, spectral_axis=np.linspace(4000, 8000, n_pixels) * u.AA
+    )
+    table = _one_good_and(tiny, lamost_files, untrained_bundle)
+    assert table["flags"][1] & flags.UNREADABLE
+
+
+@pytest.mark.parametrize(
+    "meta",
+    [
+        {"air": np.array([True, False])},
+        {"vacuum": np.array([1, 0, 1])},
+        {"air": "sometimes"},
+        {"header": fits.Header([("VACUUM", "maybe")])},
+    ],
+)
+def test_air_or_vacuum_of_the_wrong_type(meta, lamost_files, untrained_bundle):
+    spectrum = Spectrum.read(lamost_files[3])
+    odd = Spectrum(flux=spectrum.flux, spectral_axis=spectrum.spectral_axis, meta=meta)
+    table = _one_good_and(odd, lamost_files, untrained_bundle)
+    assert "expected True or False" in table["message"][1]
+
+
+def test_an_object_with_flux_none(lamost_files, untrained_bundle):
+    class NoFlux:
+        flux = None
+        spectral_axis = None
+
+    table = _one_good_and(NoFlux(), lamost_files, untrained_bundle)
+    assert "not a specutils Spectrum" in table["message"][1]
+
+
+def test_obsid_beyond_int64_is_no_obsid(lamost_files, untrained_bundle):
+    spectrum = Spectrum.read(lamost_files[0])
+    huge = Spectrum(
+        flux=spectrum.flux,
+        spectral_axis=spectrum.spectral_axis,
+        uncertainty=spectrum.uncertainty,
+        meta={**spectrum.meta, "obsid": 2**70},
+    )
+    table = estimate([huge, lamost_files[1]], untrained_bundle, n_samples=4)
+    assert np.isfinite(table["age"]).all() and not table["message"].any()
+    assert "obsid" not in table.colnames or table["obsid"][0] == -1
+
+
+def test_a_neighbour_spanning_1e_3_to_4e13_angstrom_changes_nothing(lamost_files, untrained_bundle):
+    wide = Spectrum(flux=np.ones(3000) * u.Jy, spectral_axis=np.geomspace(1e-3, 4e13, 3000) * u.AA)
+    good = [Spectrum.read(path) for path in lamost_files[:3]]
+    table = estimate([good[0], wide, *good[1:]], untrained_bundle, n_samples=4)
+    assert values_equal(table[[0, 2, 3]], estimate(good, untrained_bundle, n_samples=4))
+    for k in (0, 2, 3):  # and each is what it is alone
+        assert values_equal(
+            table[[k]], estimate(good[max(k - 1, 0)], untrained_bundle, n_samples=4)
+        )
+
+
+def test_pure_noise_is_nan_and_unphysical_not_1e168_gyr(default_model):
+    noise = Spectrum(
+        flux=np.random.default_rng(1).normal(size=4000) * u.Jy,
+        spectral_axis=np.linspace(3800, 9100, 4000) * u.AA,
+    )
+    table = estimate(noise, default_model, n_samples=4)
+    assert np.isnan(table["age"][0]) and np.isnan(table["mass"][0])
+    assert np.isnan(table["age_err"][0]) and np.isnan(table["mass_err"][0])
+    assert table["flags"][0] & flags.UNPHYSICAL_VALUE
+    assert "unphysical" in table["message"][0]
+    with pytest.raises(AstroSPTError, match="unphysical"):
+        estimate(noise, default_model, n_samples=4, strict=True)
+
+
+def test_unphysical_values_are_flagged_not_returned(default_model):
+    from astro_spt.estimation import _unphysical
+
+    values = np.array([[5.0, 1.2], [1e168, 1.2], [5.0, -0.3], [np.nan, 1.0], [5.0, 1.2]])
+    errors = np.array([[1.0, 0.1], [1.0, 0.1], [1.0, 0.1], [1.0, 0.1], [np.inf, 0.1]])
+    assert sorted(_unphysical(default_model, values, errors)) == [1, 2, 3, 4]
+
+
+def test_the_default_model_keeps_its_values_on_good_spectra(default_model):
+    table = estimate(astro_spt.io.example_files(), default_model, n_samples=20)
+    assert np.isfinite(table["age"]).all() and not (table["flags"] & flags.UNPHYSICAL_VALUE).any()
+
+
+def test_a_file_named_like_a_pattern_is_that_file(lamost_files, untrained_bundle, tmp_path):
+    literal = tmp_path / "a[b].fits.gz"
+    shutil.copy(lamost_files[0], literal)
+    shutil.copy(lamost_files[1], tmp_path / "ab.fits.gz")  # what the pattern a[b] matches
+    table = estimate(str(literal), untrained_bundle, n_samples=4)
+    assert list(table["source"]) == [str(literal)]
+    assert values_equal(table, estimate(lamost_files[0], untrained_bundle, n_samples=4))
+    folder = tmp_path / "x[1]"
+    folder.mkdir()
+    shutil.copy(lamost_files[0], folder / "one.fits.gz")
+    assert [s for s, _ in expand_inputs(folder)] == [str(folder / "one.fits.gz")]
+
+
+@pytest.mark.parametrize("device", ["meta", "bogus", "cuda:99"])
+def test_a_device_that_cannot_run_leaves_the_model_usable(device, lamost_files, untrained_bundle):
+    before = estimate(lamost_files[:2], untrained_bundle, n_samples=4)
+    with pytest.raises(AstroSPTError, match="device"):
+        estimate(lamost_files[:2], untrained_bundle, n_samples=4, device=device)
+    assert next(untrained_bundle.network.parameters()).device.type == "cpu"
+    assert values_equal(before, estimate(lamost_files[:2], untrained_bundle, n_samples=4))
+
+
+def test_message_column_is_written_with_the_table(lamost_files, untrained_bundle, tmp_path):
+    table = estimate([lamost_files[0], str(tmp_path / "missing.fits")], untrained_bundle)
+    assert table["message"][0] == "" and "missing.fits" in table["message"][1]
+    assert table.meta["messages"] == {table["source"][1]: table["message"][1]}
+    table.meta = {}  # no FITS header holds a dict of messages: the column does
+    for name in ("out.ecsv", "out.fits"):
+        table.write(tmp_path / name)
+        back = QTable.read(tmp_path / name)["message"]
+        back = back.filled("") if hasattr(back, "filled") else back  # ECSV: "" is masked
+        assert list(back) == list(table["message"])
+
+
+def test_unusable_elements_of_a_list_are_rows_a_bad_top_level_input_is_refused(
+    lamost_files, untrained_bundle
+):
+    from astro_spt.exceptions import InvalidInputError
+
+    three_d = Spectrum(flux=np.ones((2, 2, 50)) * u.Jy, spectral_axis=np.arange(50) * u.AA)
+    empty_2d = Spectrum(flux=np.ones((0, 50)) * u.Jy, spectral_axis=np.arange(50) * u.AA)
+    inputs = [lamost_files[0], 42, np.ones(10), three_d, empty_2d, None, lamost_files[1]]
+    table = estimate(inputs, untrained_bundle, n_samples=4)
+    assert len(table) == len(inputs)
+    assert np.isfinite(table["age"][[0, -1]]).all() and np.isnan(table["age"][1:-1]).all()
+    assert all(table["message"][1:-1]) and (table["flags"][1:-1] & flags.UNREADABLE).all()
+    with pytest.raises(InvalidInputError):
+        estimate(42, untrained_bundle)
+    with pytest.raises(AstroSPTError, match=r"spectrum\[1\]"):
+        estimate(inputs, untrained_bundle, strict=True)

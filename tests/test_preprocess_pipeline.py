@@ -320,3 +320,73 @@ def test_not_spectra():
         preprocess([make_spectrum(), "spec.fits"])
     with pytest.raises(TypeError, match="PreprocessConfig"):
         preprocess(make_spectrum(), config={"denoise": {}})
+
+
+# -- issue 18: one spectrum never aborts the batch nor changes another's row ----------
+
+
+def _same_rows(a, b):
+    return all(
+        np.array_equal(getattr(a, name), getattr(b, name), equal_nan=True)
+        for name in ("flux", "ivar", "mask", "flags", "n_repaired", "snr", "coverage")
+    )
+
+
+@pytest.mark.parametrize("n_pixels", [2, 3, 4])
+def test_a_few_pixels_without_uncertainty_is_an_unreadable_row(n_pixels):
+    tiny = Spectrum(
+        flux=np.ones(n_pixels) * u.Jy, spectral_axis=np.linspace(4000, 8000, n_pixels) * u.AA
+    )
+    good = make_spectrum()
+    result = preprocess([good, tiny], redshift=0.0)
+    assert result.flags[1] & flags.UNREADABLE and 1 in result.messages
+    assert _same_rows(_rows(result, [0]), preprocess(good, redshift=0.0))
+
+
+def _rows(result, index):
+    """A result of the rows ``index`` of ``result`` (for comparing rows)."""
+    from dataclasses import replace
+
+    return replace(
+        result,
+        **{
+            name: getattr(result, name)[index]
+            for name in ("flux", "ivar", "mask", "flags", "n_repaired", "snr", "coverage")
+        },
+    )
+
+
+@pytest.mark.parametrize(
+    "meta",
+    [
+        {"air": np.array([True, False])},
+        {"vacuum": "no"},
+        {"header": fits.Header([("VACUUM", 2)])},
+    ],
+)
+def test_air_or_vacuum_that_is_no_boolean_is_a_message(meta):
+    odd = make_spectrum(meta=meta)
+    with pytest.warns(AstroSPTWarning, match="could not be read"):
+        result = preprocess([make_spectrum(), odd], redshift=0.0)
+    assert result.flags[1] & flags.UNREADABLE
+    assert "expected True or False" in result.messages[1]
+    with pytest.raises(InvalidSpectrumError, match="expected True or False"):
+        preprocess(odd, redshift=0.0, strict=True)
+
+
+def test_a_neighbour_of_extreme_wavelengths_changes_no_other_row():
+    wide = Spectrum(flux=np.ones(3000) * u.Jy, spectral_axis=np.geomspace(1e-3, 4e13, 3000) * u.AA)
+    good = [make_spectrum(seed) for seed in range(3)]
+    # wide's row is unusable (too few of its pixels on the grid) or not: either way...
+    together = preprocess([good[0], wide, good[1], good[2]], redshift=0.0)
+    for k, spectrum in zip((0, 2, 3), good, strict=True):
+        alone = preprocess(spectrum, redshift=0.0)
+        assert _same_rows(_rows(together, [k]), alone)
+
+
+def test_an_extreme_redshift_is_that_row_s_problem():
+    good = make_spectrum()
+    with pytest.warns(AstroSPTWarning, match="not > -1"):
+        result = preprocess([good, good, good], redshift=[0.0, -1.0, 1e300])
+    assert (result.flags[1:] & flags.UNREADABLE).all() and sorted(result.messages) == [1, 2]
+    assert _same_rows(_rows(result, [0]), preprocess(good, redshift=0.0))

@@ -15,6 +15,8 @@ MAD_TO_SIGMA = 1.482602218505602
 def nanquantile_rows(values: np.ndarray, q: float) -> np.ndarray:
     """Quantile ``q`` of the finite values of each row (NaN for rows with none)."""
     values = np.where(np.isfinite(values), values, np.nan)
+    if values.shape[-1] == 0:  # rows of no values at all (e.g. DER_SNR of 2-4 pixels)
+        return np.full(values.shape[:-1], np.nan)
     ordered = np.sort(values, axis=-1)  # NaN sort last
     count = np.isfinite(ordered).sum(axis=-1)
     position = q * np.maximum(count - 1, 0)

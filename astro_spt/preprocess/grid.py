@@ -258,15 +258,15 @@ def resample_to_grid(
         _check_increasing(wavelength, lengths)
         rows = np.arange(n)
         last = wavelength[rows, lengths - 1]
-        # One searchsorted for the whole batch: shift row i by i * span so that the rows,
-        # concatenated, stay sorted; the padding repeats each row's last wavelength.
-        low = min(np.nanmin(wavelength), grid[0])
-        span = max(np.nanmax(wavelength), grid[-1]) - low + 1.0
-        offset = (rows * span - low)[:, None]
-        padded = np.where(finite, wavelength, last[:, None]) + offset
-        position = np.searchsorted(padded.ravel(), (grid[None, :] + offset).ravel(), "right")
+        # One searchsorted per row, exactly as for a single spectrum: shifting the rows
+        # by offsets to search them all at once rounds the wavelengths by an amount that
+        # grows with the widest row, so a neighbour spanning 1e-3-1e13 Å moved the
+        # interpolation of every other row of the batch.
+        position = np.stack(
+            [np.searchsorted(wavelength[i, : lengths[i]], grid, "right") for i in range(n)]
+        )
         start = (rows * m)[:, None]
-        hi = np.clip(position.reshape(n, grid.size), start + 1, start + (lengths - 1)[:, None])
+        hi = start + np.clip(position, 1, (lengths - 1)[:, None])
         lo = hi - 1
         flat_wavelength = wavelength.ravel()
         w_lo = flat_wavelength[lo]

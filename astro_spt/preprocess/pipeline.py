@@ -196,15 +196,24 @@ def _redshift_of(spectrum, k: int) -> np.ndarray:
     return np.full(k, np.nan)
 
 
+def _truth(value, name: str) -> bool:
+    """A yes/no setting of a spectrum's meta or header, which must be one boolean."""
+    if isinstance(value, bool | np.bool_):
+        return bool(value)
+    if isinstance(value, int | np.integer | float | np.floating) and value in (0, 1):
+        return bool(value)
+    raise InvalidSpectrumError(f"{name} is {value!r:.80}: expected True or False")
+
+
 def _is_air(spectrum) -> bool:
     meta = spectrum.meta or {}
     if meta.get("air") is not None:
-        return bool(meta["air"])
+        return _truth(meta["air"], "meta['air']")
     if meta.get("vacuum") is not None:
-        return not bool(meta["vacuum"])
+        return not _truth(meta["vacuum"], "meta['vacuum']")
     header = meta.get("header")
     if header is not None and "VACUUM" in header:
-        return not bool(header["VACUUM"])
+        return not _truth(header["VACUUM"], "header keyword VACUUM")
     return False
 
 
@@ -347,7 +356,13 @@ def _extract(spectrum, redshift, air) -> list[_Row]:
             shift = 1 + key if np.isfinite(key) else 1.0
             if shift <= 0:
                 raise InvalidSpectrumError(f"redshift {key} is not > -1")
-            shared[key] = wavelength / shift
+            rest = wavelength / shift
+            if not (np.all(np.isfinite(rest)) and np.all(np.diff(rest) > 0)):
+                # an extreme redshift: the rest-frame axis underflowed or overflowed
+                raise InvalidSpectrumError(
+                    f"redshift {key:g} leaves no finite, strictly increasing rest-frame wavelengths"
+                )
+            shared[key] = rest
         rows.append(_Row(shared[key], values[i], ivar[i], mask[i], key))
     return rows
 
@@ -366,16 +381,23 @@ def _collect(spectra, redshift, air, strict) -> list[_Row]:
     start = 0
     for index, (item, k) in enumerate(zip(items, counts, strict=True)):
         z = None if redshift is None else redshift[start : start + k]
-        is_air = _is_air(item) if air is None else bool(air[start])
         try:
-            rows.extend(_extract(item, z, is_air))
-        except (InvalidSpectrumError, u.UnitsError, ValueError, TypeError) as error:
-            # Whatever is wrong with one spectrum (astropy and numpy raise ValueError or
-            # UnitsError for inconsistent objects) must not abort the batch.
-            reason = str(error) if isinstance(error, InvalidSpectrumError) else repr(error)
+            # Overflow to inf or NaN is caught downstream as unusable pixels; numpy's
+            # warnings about it would only depend on the caller's warning filters.
+            with np.errstate(all="ignore"):
+                is_air = _is_air(item) if air is None else bool(air[start])
+                rows.extend(_extract(item, z, is_air))
+        except Exception as error:
+            # Whatever is wrong with one spectrum (astropy and numpy raise anything from
+            # ValueError to IndexError for inconsistent objects) must not abort the batch.
+            reason = (
+                str(error)
+                if isinstance(error, InvalidSpectrumError)
+                else f"{type(error).__name__}: {error}"
+            )
             if strict:
                 raise InvalidSpectrumError(f"spectrum {index}: {reason}") from error
-            rows.extend(_Row(error=f"spectrum {index}: {reason}") for _ in range(k))
+            rows.extend(_Row(error=reason) for _ in range(k))
         start += k
     return rows
 
@@ -557,9 +579,10 @@ def preprocess(
     readable = np.flatnonzero([row.error is None for row in rows])
     for start in range(0, readable.size, chunk_size):
         index = readable[start : start + chunk_size]
-        chunk_flux, chunk_ivar, chunk_flags, result = _process_chunk(
-            [rows[i] for i in index], config, grid
-        )
+        with np.errstate(all="ignore"):  # rows that overflow are flagged unreadable
+            chunk_flux, chunk_ivar, chunk_flags, result = _process_chunk(
+                [rows[i] for i in index], config, grid
+            )
         flux[index] = chunk_flux
         ivar[index] = chunk_ivar
         mask[index] = result.mask
@@ -574,14 +597,15 @@ def preprocess(
     for i in unreadable:
         messages.setdefault(
             int(i),
-            f"row {i}: too little usable data on the model grid "
-            f"({config.grid.wavelength_min_aa:g}-{config.grid.wavelength_max_aa:g} Å): fewer "
-            f"than {lowest:.0%} of its pixels valid, or a non-positive flux level",
+            # ASCII: the message is a column of estimate()'s table, and FITS holds ASCII
+            "too little usable data on the model grid "
+            f"({config.grid.wavelength_min_aa:g}-{config.grid.wavelength_max_aa:g} Angstrom): "
+            f"fewer than {lowest:.0%} of its pixels valid, or a non-positive flux level",
         )
     if strict and unreadable.size:
         i = int(unreadable[0])
-        raise InvalidSpectrumError(f"{messages[i]} (flagged 'unreadable')")
-    malformed = [rows[i].error for i in range(n) if rows[i].error is not None]
+        raise InvalidSpectrumError(f"row {i}: {messages[i]} (flagged 'unreadable')")
+    malformed = [f"row {i}: {rows[i].error}" for i in range(n) if rows[i].error is not None]
     if malformed:
         shown = "; ".join(malformed[:3]) + ("; ..." if len(malformed) > 3 else "")
         warnings.warn(
