@@ -24,13 +24,14 @@ import os
 import threading
 import time
 import uuid
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .estimation import _FITS_META_KEYWORDS, _load, estimate, expand_inputs
-from .exceptions import AstroSPTError
+from .exceptions import AstroSPTError, DamagedPartitionWarning
 
 __all__ = ["MANIFEST_NAME", "estimate_files", "read_results"]
 
@@ -336,7 +337,41 @@ def _prepare_output(output_dir: Path, manifest: dict, resume: bool) -> set[int]:
         for path in _partition_files(output_dir):
             path.unlink()
         return set()
-    return {p["index"] for p in manifest["partitions"] if (output_dir / p["file"]).is_file()}
+    finished = set()
+    for entry in manifest["partitions"]:
+        path = output_dir / entry["file"]
+        if not path.is_file():
+            continue
+        try:
+            _check_partition(path, entry, manifest["parameters"]["output_format"])
+        except AstroSPTError as err:
+            # Written atomically, so damaged later (a disk error, a copy cut short, an
+            # edit): recomputing it is the only way to a complete result.
+            warnings.warn(f"{err}; computing it again", DamagedPartitionWarning, stacklevel=3)
+            path.unlink()
+        else:
+            finished.add(entry["index"])
+    return finished
+
+
+def _check_partition(path: Path, entry: dict, output_format: str):
+    """Read a partition file and check it holds the manifest's inputs; return its table."""
+    try:
+        table = _read_table(path, output_format)
+        sources = [str(s) for s in table["source"]]
+    except Exception as err:  # pyarrow, astropy.io.fits and ECSV each raise their own
+        raise AstroSPTError(
+            f"partition file {path} is damaged ({type(err).__name__}: {err})"
+        ) from err
+    expected = entry["stop"] - entry["start"]
+    if len(sources) != expected or (
+        sources and (sources[0], sources[-1]) != (entry["first_source"], entry["last_source"])
+    ):
+        raise AstroSPTError(
+            f"partition file {path} holds {len(sources)} rows, not the {expected} inputs "
+            f"{entry['start']}-{entry['stop'] - 1} of its manifest entry"
+        )
+    return table
 
 
 # ---------------------------------------------------------------------------------------
@@ -745,13 +780,12 @@ def read_results(output_dir):
         )
     parts = []
     for entry in manifest["partitions"]:
-        part = _read_table(output_dir / entry["file"], output_format)
-        if len(part) != entry["stop"] - entry["start"]:
+        try:
+            parts.append(_check_partition(output_dir / entry["file"], entry, output_format))
+        except AstroSPTError as err:
             raise AstroSPTError(
-                f"{output_dir / entry['file']} holds {len(part)} rows, not the "
-                f"{entry['stop'] - entry['start']} of its inputs"
-            )
-        parts.append(part)
+                f"{err}: run estimate_files again to compute it anew"
+            ) from err.__cause__
     table = _assemble(parts)
     if table is None:
         from astropy.table import QTable

@@ -398,3 +398,23 @@ class InvalidInputError(AstroSPTError, TypeError):
     ...     print(err)  # doctest: +ELLIPSIS
     estimate() takes spectra with units (specutils Spectrum), ... not a bare array: ...
     """
+
+
+# Scale-out (astro_spt.distributed).
+__all__ += ["DamagedPartitionWarning"]
+
+
+class DamagedPartitionWarning(AstroSPTWarning):
+    """A partition file of an `~astro_spt.distributed.estimate_files` run is damaged.
+
+    A resumed run found a file it had written complete (it is written atomically) but can
+    no longer read, or that does not hold the rows of its manifest entry: a disk error, a
+    copy cut short, an edit. The file is deleted and its partition computed again.
+
+    Examples
+    --------
+    >>> import warnings
+    >>> from astro_spt.exceptions import DamagedPartitionWarning
+    >>> with warnings.catch_warnings():
+    ...     warnings.simplefilter("error", DamagedPartitionWarning)  # stop instead
+    """

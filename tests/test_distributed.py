@@ -298,3 +298,31 @@ def test_cluster_resumes_and_survives_a_killed_worker(
 def test_cluster_needs_a_model_workers_can_load(client, lamost_files, untrained_bundle):
     with pytest.raises(ValueError, match="save_pretrained"):
         estimate_files(lamost_files, untrained_bundle, client=client)
+
+
+@pytest.mark.parametrize(
+    ("output_format", "damage"),
+    [("parquet", "truncated"), ("parquet", "garbage"), ("parquet", "rows"), ("fits", "garbage")],
+)
+def test_damaged_partition_is_recomputed_on_resume(
+    lamost_files, model_dir, tmp_path, output_format, damage
+):
+    from astro_spt.exceptions import DamagedPartitionWarning
+
+    pytest.importorskip("pyarrow")
+    run = {"partition_size": 2, "output_dir": tmp_path, "output_format": output_format}
+    first = estimate_files(lamost_files, model_dir, **run)
+    part, other = sorted(tmp_path.glob("part-*"))[1:3]
+    data = part.read_bytes()
+    if damage == "truncated":
+        part.write_bytes(data[: len(data) // 2])
+    elif damage == "garbage":
+        part.write_bytes(bytes(range(256)) * 8)
+    else:  # a readable file with another partition's rows
+        part.write_bytes(other.read_bytes())
+    with pytest.raises(AstroSPTError, match=f"{part.name}.*run estimate_files again"):
+        read_results(tmp_path)
+    with pytest.warns(DamagedPartitionWarning, match=f"{part.name}.*computing it again"):
+        again = estimate_files(lamost_files, model_dir, **run)
+    assert_same_table(again, first)
+    assert_same_table(read_results(tmp_path), first)
