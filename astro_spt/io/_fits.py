@@ -183,22 +183,25 @@ class HDU:
 
 def read_header(buf: bytes, offset: int) -> tuple[Header, int]:
     """The header starting at ``offset`` and the offset of its data."""
-    raw = {}
-    position = offset
-    end = len(buf)
+    end = offset
     while True:
-        if position + _CARD > end:
+        end = buf.find(b"END     ", end)
+        if end < 0 or end + _CARD > len(buf):
             raise FITSStructureError("a header has no END card (a truncated file)")
-        card = buf[position : position + _CARD]
-        position += _CARD
-        if not card.isascii():
-            raise FITSStructureError("a header card is not ASCII (a damaged header)")
-        key = card[:8]
-        if key == b"END     ":
+        if (end - offset) % _CARD == 0:
             break
-        if card[8:10] == b"= ":
-            # The first of repeated keywords wins, as in astropy's Header.get.
-            raw.setdefault(key.decode("ascii").rstrip(), card[10:].decode("ascii"))
+        end += 1
+    try:
+        text = buf[offset:end].decode("ascii")
+    except UnicodeDecodeError:
+        raise FITSStructureError("a header card is not ASCII (a damaged header)") from None
+    # Backwards, so that the first of repeated keywords wins, as in astropy's Header.get.
+    raw = {
+        text[i : i + 8].rstrip(): text[i + 10 : i + _CARD]
+        for i in range(len(text) - _CARD, -1, -_CARD)
+        if text[i + 8 : i + 10] == "= "
+    }
+    position = end + _CARD
     header = Header(raw, buf[offset:position])
     return header, offset + -(-(position - offset) // _BLOCK) * _BLOCK
 

@@ -11,7 +11,7 @@ specutils' thirty-odd readers minutes and gigabytes, and a FIFO never returns.
 import os
 
 from . import _fits
-from .lamost import _error, _load_bytes, _primary_is_lamost, _read_source, _spectrum
+from .lamost import _error, _load_bytes, _primary_is_lamost, _read_source, _spectrum, _text
 
 __all__ = ["read_spectrum"]
 
@@ -54,15 +54,18 @@ def read_spectrum(path: str | os.PathLike):
     """
     name = os.fspath(path)
     buf = _read_source(path, name)
-    if _primary_is_lamost(buf):
-        arrays, values, header = _load_bytes(buf, name)
-        return _spectrum(arrays, values, name, header)
-    looks_fits = buf.startswith(b"SIMPLE  =") or name.lower().endswith(_FITS_SUFFIXES)
-    if looks_fits:
-        try:
-            _fits.parse_hdus(buf)
-        except _fits.FITSStructureError as exc:
-            raise _error(name, f"not a LAMOST file, and not a readable FITS file ({exc})") from None
+    try:
+        hdus = _fits.parse_hdus(buf)
+    except _fits.FITSStructureError as exc:
+        if _primary_is_lamost(buf):
+            _load_bytes(buf, name)  # raises, saying why
+        if buf.startswith(b"SIMPLE  =") or name.lower().endswith(_FITS_SUFFIXES):
+            reason = f"not a LAMOST file, and not a readable FITS file ({exc})"
+            raise _error(name, reason) from None
+    else:
+        if _text(hdus[0].header, "TELESCOP") == "LAMOST":
+            arrays, values, header = _load_bytes(buf, name, hdus)
+            return _spectrum(arrays, values, name, header)
     from specutils import Spectrum
 
     return Spectrum.read(path)

@@ -1,0 +1,137 @@
+"""Per-stage cost of the estimation pipeline on real LAMOST DR10 files (issue 17).
+
+Usage::
+
+    python benchmarks/bench_pipeline.py                 # 200 files, every stage
+    python benchmarks/bench_pipeline.py --files 50 --repeats 3 --no-cli
+
+Prints one table row per measurement. Times are CPU seconds of this process
+(`time.process_time`), the fair measure on a machine shared with other jobs, best of
+``--repeats`` runs; the command-line rows are wall-clock times of fresh interpreters
+(best of ``--repeats``), since start-up is what a user waits for.
+
+Stages, one function each (add a function and list it in `STAGES` to add one):
+
+- ``reading``: ms of CPU per file through the astropy.io.fits path
+  (``read_lamost_lrs(path, memmap=False)``, the reader before the fast path), the fast
+  path as `astro_spt.estimate` uses it (`astro_spt.io.read_spectrum`: bytes, gunzip,
+  `numpy.frombuffer`, a `specutils.Spectrum`), and the arrays alone, without the
+  Spectrum and its header object (the floor the Spectrum's construction sits on).
+- ``preprocessing``: ms of CPU per spectrum of `astro_spt.preprocess.preprocess` on the
+  spectra read, in batches of 256.
+- ``cli``: ``astro-spt estimate ONE_FILE`` against ``python -c "import torch"``, and
+  their ratio (issue 17's target: at most 2.5).
+"""
+
+import argparse
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "lamost-lrs" / "dr10"
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "data"
+
+
+def _best_cpu_ms(function, items, repeats):
+    """Best-of-``repeats`` CPU milliseconds per item of ``function(item)`` over ``items``."""
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.process_time()
+        for item in items:
+            function(item)
+        best = min(best, (time.process_time() - start) / len(items) * 1e3)
+    return best
+
+
+def bench_reading(files, repeats):
+    from astro_spt.io import read_lamost_lrs, read_spectrum
+    from astro_spt.io.lamost import _load_bytes, _read_source
+
+    def arrays_only(path):
+        return _load_bytes(_read_source(path, str(path)), str(path))[0]
+
+    read_spectrum(files[0])  # imports outside the timing
+    old = _best_cpu_ms(lambda p: read_lamost_lrs(p, memmap=False), files, repeats)
+    fast = _best_cpu_ms(read_spectrum, files, repeats)
+    bare = _best_cpu_ms(arrays_only, files, repeats)
+    return [
+        ("reading", "astropy.io.fits path", f"{old:.2f}", "ms CPU / file"),
+        ("reading", "fast path (read_spectrum)", f"{fast:.2f}", "ms CPU / file"),
+        ("reading", "fast path, arrays only", f"{bare:.2f}", "ms CPU / file"),
+        ("reading", "speed-up of read_spectrum", f"{old / fast:.1f}", "x"),
+    ]
+
+
+def bench_preprocessing(files, repeats):
+    from astro_spt.io import read_spectrum
+    from astro_spt.preprocess import preprocess
+
+    spectra = [read_spectrum(path) for path in files]
+    batches = [spectra[i : i + 256] for i in range(0, len(spectra), 256)]
+    preprocess(spectra[:2])  # warm-up
+    per_batch = _best_cpu_ms(preprocess, batches, repeats)
+    per_spectrum = per_batch * len(batches) / len(spectra)
+    return [
+        (
+            "preprocessing",
+            "preprocess(), batches of 256",
+            f"{per_spectrum:.2f}",
+            "ms CPU / spectrum",
+        )
+    ]
+
+
+def _best_wall_s(command, repeats):
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        subprocess.run(command, check=True, capture_output=True)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def bench_cli(files, repeats):
+    example = sorted(EXAMPLE.glob("*.fits*"))[0]
+    cli = shutil.which("astro-spt")
+    if cli is None:
+        return [("cli", "astro-spt not on PATH", "-", "")]
+    torch = _best_wall_s([sys.executable, "-c", "import torch"], repeats)
+    with tempfile.TemporaryDirectory() as tmp:
+        output = str(Path(tmp) / "out.ecsv")
+        command = [cli, "estimate", str(example), "-o", output, "--overwrite", "--no-progress"]
+        estimate = _best_wall_s(command, repeats)
+    return [
+        ("cli", 'python -c "import torch"', f"{torch:.2f}", "s wall"),
+        ("cli", f"astro-spt estimate {example.name}", f"{estimate:.2f}", "s wall"),
+        ("cli", "ratio to import torch (target <= 2.5)", f"{estimate / torch:.2f}", "x"),
+    ]
+
+
+STAGES = {"reading": bench_reading, "preprocessing": bench_preprocessing, "cli": bench_cli}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--files", type=int, default=200, help="DR10 files to read")
+    parser.add_argument("--repeats", type=int, default=3, help="best of this many runs")
+    parser.add_argument("--no-cli", action="store_true", help="skip the command-line rows")
+    args = parser.parse_args(argv)
+    files = sorted((DATA / "spectra").glob("*.fits.gz"))[: args.files]
+    if not files:
+        sys.exit(f"no DR10 files under {DATA}")
+    rows = []
+    for name, stage in STAGES.items():
+        if name == "cli" and args.no_cli:
+            continue
+        rows += stage(files, args.repeats)
+    widths = [max(len(str(row[i])) for row in rows) for i in range(4)]
+    print(f"{len(files)} DR10 files, best of {args.repeats}")
+    for row in rows:
+        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)))
+
+
+if __name__ == "__main__":
+    main()
