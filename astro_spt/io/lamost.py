@@ -36,6 +36,7 @@ import numpy as np
 from astropy import constants
 from astropy import units as u
 from astropy.io import fits
+from astropy.io.fits.verify import VerifyError
 
 from ..exceptions import LAMOSTFormatError
 from . import _fits
@@ -226,7 +227,16 @@ def _load(hdul, name, truncation=None):
             raise _error(name, _NO_LAYOUT_REASON)
     except LAMOSTFormatError:
         raise
-    except (OSError, EOFError, TypeError, ValueError, KeyError, IndexError, UserWarning) as exc:
+    except (
+        OSError,
+        EOFError,
+        TypeError,
+        ValueError,
+        KeyError,
+        IndexError,
+        UserWarning,
+        VerifyError,
+    ) as exc:
         # A cut file: astropy warns (an error here), gzip finds no end of stream or numpy
         # finds the buffer too small.
         reason = f"the data cannot be read; the file is truncated or corrupt ({exc})"
