@@ -1083,7 +1083,11 @@ def _card_labels(card: str) -> list[tuple[str, str, str]] | None:
         cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
         if line.startswith("|") and len(cells) == 3 and cells[0] not in ("label", "---"):
             rows.append(tuple(cells))
-    return rows
+    return rows or None
+
+
+def _config_labels(config: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+    return [(lab["name"], lab["unit"], lab.get("scaling", "linear")) for lab in config["labels"]]
 
 
 def _check_against_card(config: Mapping[str, Any], card: str, path: Path) -> None:
@@ -1091,12 +1095,8 @@ def _check_against_card(config: Mapping[str, Any], card: str, path: Path) -> Non
     # states each label's unit and scaling: an edit of config.json that changes what the
     # numbers mean (Gyr to Myr) contradicts it.
     stated = _card_labels(card)
-    if stated is None:
-        return
-    labels = [
-        (label["name"], label["unit"], label.get("scaling", "linear")) for label in config["labels"]
-    ]
-    if stated != labels:
+    labels = _config_labels(config)
+    if stated is not None and stated != labels:
         show = "; ".join(f"{n} [{u}] {s}" for n, u, s in labels)
         raise BundleIntegrityError(
             f"the labels in {path} ({show}) differ from those of its model card "
@@ -1563,6 +1563,13 @@ class EstimatorBundle:
         card = model_card if model_card is not None else self.model_card
         if card is None:
             card = render_model_card(config, repo_id=repo_id)
+        stated = _card_labels(card)
+        if stated is not None and stated != _config_labels(config):
+            # from_pretrained would refuse the bundle (_check_against_card)
+            raise ValueError(
+                f"model_card: its Labels table {stated} contradicts the bundle's labels "
+                f"{_config_labels(config)}"
+            )
         payloads[MODEL_CARD_NAME] = card.encode("utf-8")
         config["files"] = {
             name: {"sha256": _sha256_bytes(data), "size": len(data)}

@@ -247,6 +247,16 @@ def test_changed_unit_contradicts_the_hashed_model_card(tmp_path):
     assert info.value.filename == "config.json"
 
 
+def test_a_model_card_that_contradicts_the_labels_is_refused_at_saving(tmp_path):
+    bundle, _ = make_bundle(seed=5, trained=False)
+    card = "## Labels\n\n| label | unit | scaling |\n|---|---|---|\n| age | Myr | log10 |\n"
+    with pytest.raises(ValueError, match="contradicts the bundle's labels"):
+        bundle.save_pretrained(tmp_path / "b", model_card=card)
+    # a card without such a table is the author's own business
+    bundle.save_pretrained(tmp_path / "c", model_card="# My model\n\n## Labels\n\nAge in Gyr.")
+    assert EstimatorBundle.from_pretrained(tmp_path / "c").model_card.startswith("# My model")
+
+
 def test_default_model_and_fresh_saves_still_load(saved):
     assert load_model().label_units == ("Gyr", "solMass")
     assert EstimatorBundle.from_pretrained(saved).label_units == ("Gyr", "solMass")
