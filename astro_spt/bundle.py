@@ -665,14 +665,15 @@ def _open_bundle_file(directory: Path, name: str, max_size: int):
         yield f
 
 
-def _recorded_size(name: str, entry: Mapping[str, Any]) -> int:
+def _recorded_size(entry: Mapping[str, Any]) -> int:
+    # validated by read_bundle_config; find_corrupt_files may be given a config by hand
     size = entry.get("size")
     return size if isinstance(size, int) and not isinstance(size, bool) else MAX_FILE_BYTES
 
 
 def _read_verified(directory: Path, name: str, entry: Mapping[str, Any]) -> bytes:
     # Read once, hash and parse the same bytes, so nothing can change in between.
-    size = _recorded_size(name, entry)
+    size = _recorded_size(entry)
     with _open_bundle_file(directory, name, size) as f:
         data = f.read(size + 1)
     # The recorded size is a bound on what is read; the sha256 alone decides the match.
@@ -690,7 +691,7 @@ def _file_problem(directory: Path, name: str, entry: Mapping[str, Any]) -> str |
     """What is wrong with one bundle file (`find_corrupt_files`), or None."""
     if not os.path.lexists(directory / name):
         return "missing"
-    size = _recorded_size(name, entry)
+    size = _recorded_size(entry)
     try:
         with _open_bundle_file(directory, name, size) as f:
             digest, n_bytes = hashlib.sha256(), 0
