@@ -1,8 +1,27 @@
-"""Shared fixtures: paths to the real LAMOST data beside the checkout."""
+"""Shared fixtures (paths to the real LAMOST data beside the checkout) and the Hypothesis
+profiles."""
 
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# Hypothesis: the default profile keeps CI reproducible (a fixed seed) and quick; tests
+# marked ``fuzz`` run only when asked for, e.g. with the long profile:
+#   pytest tests/test_fuzz.py -m fuzz --hypothesis-profile=long
+settings.register_profile("ci", derandomize=True, deadline=None, database=None)
+settings.register_profile("long", max_examples=10_000, deadline=None)
+settings.load_profile("ci")
+
+
+def pytest_collection_modifyitems(config, items):
+    if "fuzz" in (config.getoption("markexpr") or ""):
+        return
+    skip = pytest.mark.skip(reason="a long fuzz run: select it with -m fuzz")
+    for item in items:
+        if "fuzz" in item.keywords:
+            item.add_marker(skip)
+
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
