@@ -343,11 +343,13 @@ def _tamper(path: Path, ops, outside: Path) -> None:
             extra = path / "extra.bin"
             with open(extra, "wb") as f:
                 f.truncate(2**33)
-            config["files"]["extra.bin"] = {"sha256": "0" * 64, "size": 2**31}
-            write_config()
+            if isinstance(config.get("files"), dict):
+                config["files"]["extra.bin"] = {"sha256": "0" * 64, "size": 2**31}
+                write_config()
         # An attacker who recomputes the hash reaches the parsers.
-        if c and a != "config.json" and a in config["files"] and target.is_file():
-            if not target.is_symlink() and target.stat().st_size < 2**24:
+        files = config.get("files") if isinstance(config, dict) else None
+        if c and a != "config.json" and isinstance(files, dict) and a in files:
+            if target.is_file() and not target.is_symlink() and target.stat().st_size < 2**24:
                 data = target.read_bytes()
                 config["files"][a] = {"sha256": _sha256_bytes(data), "size": len(data)}
                 write_config()
