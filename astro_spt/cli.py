@@ -54,9 +54,9 @@ EXIT_INTERRUPTED = 130
 _EPILOG = """\
 exit codes: 0 success; 1 user or input error; 2 usage error; 3 network or hub error;
 4 internal error (a bug: please report it); 130 interrupted.
-Defaults (hub repository, revision, endpoint, cache) come from the [astro_spt] section of
-astro_spt.cfg (astro_spt.conf); HF_HUB_OFFLINE=1 forbids network access and HF_TOKEN
-gives a token for private repositories."""
+Defaults (hub_repo, hub_revision, hub_endpoint, cache_dir) come from the top of
+astro_spt.cfg in astropy's config directory (see astro_spt.Conf); HF_HUB_OFFLINE=1
+forbids network access and HF_TOKEN gives a token for private repositories."""
 
 
 def _add_hub_options(parser: argparse.ArgumentParser, *, offline: bool) -> None:
