@@ -443,6 +443,22 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
     )
     parser.add_argument("-o", "--output", required=True, help="bundle directory to write")
     parser.add_argument("--config", help="JSON file of EstimatorConfig settings")
+    parser.add_argument(
+        "--size",
+        choices=["auto", "small", "medium", "paper"],
+        default="auto",
+        help=(
+            "network size and PCA components (astro_spt.training.SIZES): small 0.1 M "
+            "parameters, 32 components; medium 4.8 M, 143; paper 19 M, 143 (SPT paper); "
+            "auto (default): small below 1,000 spectra, medium below 10,000, else paper. "
+            "--config settings win over it"
+        ),
+    )
+    parser.add_argument(
+        "--n-components",
+        type=int,
+        help="PCA components (default: the size's); at most the training spectra",
+    )
     parser.add_argument("--epochs", type=int, help="maximum number of epochs")
     parser.add_argument("--seed", type=int, help="seed of the split, initialisation and batches")
     parser.add_argument("--device", help="cpu (default), cuda or cuda:N")
@@ -460,10 +476,10 @@ def run_train(args: argparse.Namespace) -> int:
     from astropy.table import Table
 
     from .estimation import _stderr_is_terminal
-    from .training import EstimatorConfig, train
+    from .training import EstimatorConfig, size_for, train
 
     _check_device(args.device)
-    _check_positive(epochs=args.epochs)
+    _check_positive(epochs=args.epochs, n_components=args.n_components)
     # save_pretrained writes a temporary folder beside the output, then renames it.
     _check_folder(os.path.dirname(os.path.abspath(args.output)), create=True)
     if args.split:
@@ -475,11 +491,14 @@ def run_train(args: argparse.Namespace) -> int:
             settings = json.load(f)
         if not isinstance(settings, dict):
             raise ValueError(f"--config {args.config} must hold a JSON object")
+    sources, labels = _matched_labels(args.spectra, args.labels, labels_units)
+    size = size_for(len(sources)) if args.size == "auto" else args.size
+    if args.n_components is not None:
+        settings["n_components"] = args.n_components
     try:
-        config = EstimatorConfig.from_dict(settings)
+        config = EstimatorConfig.for_size(size, **settings)
     except (TypeError, KeyError) as err:
         raise ValueError(f"invalid settings in --config {args.config}: {err}") from err
-    sources, labels = _matched_labels(args.spectra, args.labels, labels_units)
     overrides = {"max_epochs": args.epochs, "seed": args.seed}
     config = dataclasses.replace(
         config,

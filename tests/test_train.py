@@ -163,3 +163,79 @@ def test_provenance_says_where_tau_came_from(dropout, weight_decay, tau_from):
     )
     bundle, _ = train(example_files() * 2, vstack([labels, labels]), config=config)
     assert bundle.provenance["mc_dropout"]["tau_from"] == tau_from
+
+
+# -- small training sets (issue 15, item 8) ----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def eighty(shared_data, tmp_path_factory):
+    """80 real DR10 spectra (as a folder) and their LASP labels (as an ECSV with 'file')."""
+    source = shared_data / "lamost-lrs" / "dr10"
+    table = Table.read(source / "labels.csv")[:80]
+    folder = tmp_path_factory.mktemp("eighty")
+    (folder / "spectra").mkdir()
+    for name in table["file"]:
+        (folder / "spectra" / name).symlink_to(source / "spectra" / name)
+    labels = table["file", "teff", "logg"]
+    labels["teff"].unit = u.K
+    labels.write(folder / "labels.ecsv")
+    return folder
+
+
+def test_size_presets():
+    from astro_spt.training import SIZES, size_for
+
+    assert [size_for(n) for n in (10, 999, 1000, 9999, 10000)] == [
+        "small",
+        "small",
+        "medium",
+        "medium",
+        "paper",
+    ]
+    assert set(SIZES) == {"small", "medium", "paper"}
+    assert EstimatorConfig.for_size("paper") == EstimatorConfig()
+    small = EstimatorConfig.for_size("small", n_components=10, network={"d_model": 32})
+    assert (small.n_components, small.network) == (10, {"d_model": 32})
+    with pytest.raises(ValueError, match="size must be one of"):
+        EstimatorConfig.for_size("huge")
+
+
+def test_eighty_spectra_too_many_components_warn_and_name_the_fix(eighty):
+    labels = QTable.read(eighty / "labels.ecsv")
+    paths = [str(eighty / "spectra" / name) for name in labels["file"]]
+    config = EstimatorConfig.for_size(
+        "small", n_components=143, n_samples=5, scatter_folds=0, training={"max_epochs": 2}
+    )
+    with pytest.warns(astro_spt.exceptions.AstroSPTWarning) as record:
+        bundle, history = train(paths, labels, label_names=["teff", "logg"], config=config)
+    messages = [str(w.message) for w in record]
+    capped = [m for m in messages if "PCA components asked for" in m]
+    assert len(capped) == 1
+    assert "EstimatorConfig.for_size('small')" in capped[0] and "--n-components" in capped[0]
+    assert bundle.pca.n_components == len(history.split["train"]) < 143
+
+
+def test_cli_train_on_eighty_spectra_follows_the_data(eighty, tmp_path):
+    import json
+
+    from astro_spt.bundle import EstimatorBundle
+    from astro_spt.cli import EXIT_OK, main
+
+    output = tmp_path / "model"
+    settings = tmp_path / "settings.json"
+    settings.write_text(json.dumps({"n_samples": 10, "scatter_folds": 0}))  # for speed
+    argv = ["train", "--spectra", str(eighty / "spectra"), "--labels", str(eighty / "labels.ecsv")]
+    argv += ["--label", "teff:K", "--label", "logg", "--epochs", "3", "-o", str(output)]
+    argv += ["--config", str(settings), "--n-components", "12"]
+    with warnings.catch_warnings():
+        # one DR10 file of the 80 is heavily damaged and left out, with a warning; any
+        # other warning (such as too many PCA components) fails the test
+        warnings.filterwarnings("ignore", "1 of 80 spectra are left out")
+        assert main(argv) == EXIT_OK
+    bundle = EstimatorBundle.from_pretrained(output)
+    assert bundle.network.hparams["d_model"] == 64  # --size auto: small for 80 spectra
+    assert bundle.pca.n_components == 12
+    assert bundle.n_samples == 10  # --config settings win over the size's
+    size = sum(path.stat().st_size for path in output.iterdir())
+    assert size < 3e6  # the paper's size is a 76 MB bundle

@@ -8,9 +8,17 @@ from .loop import (
     fit_network,
     fit_scatter_head,
 )
-from .train import EstimatorConfig, split_indices, split_training_rows, train
+from .train import (
+    SIZES,
+    EstimatorConfig,
+    size_for,
+    split_indices,
+    split_training_rows,
+    train,
+)
 
 __all__ = [
+    "SIZES",
     "EarlyStopping",
     "EstimatorConfig",
     "TrainingConfig",
@@ -18,6 +26,7 @@ __all__ = [
     "average_state_dicts",
     "fit_network",
     "fit_scatter_head",
+    "size_for",
     "split_indices",
     "split_training_rows",
     "train",

@@ -15,7 +15,47 @@ import numpy as np
 from ..exceptions import AstroSPTError, AstroSPTWarning
 from .loop import TrainingConfig, fit_network, fit_scatter_head
 
-__all__ = ["EstimatorConfig", "split_indices", "train"]
+__all__ = ["SIZES", "EstimatorConfig", "size_for", "split_indices", "train"]
+
+#: Named sizes of the estimator (`EstimatorConfig.for_size`, ``astro-spt train --size``):
+#: PCA components and the `~astro_spt.nn.SpectralTransformer` arguments. ``"paper"`` is
+#: SPT paper §2.1 (19 M parameters, a 76 MB bundle in float32); ``"medium"`` is the
+#: shipped default model's network (4.8 M); ``"small"`` (0.1 M) suits a few hundred
+#: spectra.
+SIZES = {
+    "small": {"n_components": 32, "network": {"d_model": 64, "n_heads": 4, "n_blocks": 2}},
+    "medium": {"n_components": 143, "network": {"d_model": 256, "n_heads": 8, "n_blocks": 6}},
+    "paper": {"n_components": 143, "network": {}},
+}
+#: Training sets below these numbers of spectra get ``"small"``, then ``"medium"``
+#: (`size_for`): a rule of thumb, not a measurement; the default model (3,305 mock
+#: stars) is ``"medium"``.
+SIZE_LIMITS = {"small": 1000, "medium": 10000}
+
+
+def size_for(n_spectra: int) -> str:
+    """The name of the size in `SIZES` that suits a training set of ``n_spectra``.
+
+    Parameters
+    ----------
+    n_spectra : int
+        Number of labelled spectra.
+
+    Returns
+    -------
+    str
+        ``"small"`` below 1,000 spectra, ``"medium"`` below 10,000, else ``"paper"``.
+
+    Examples
+    --------
+    >>> from astro_spt.training import size_for
+    >>> size_for(80), size_for(3305), size_for(50000)
+    ('small', 'medium', 'paper')
+    """
+    for name, limit in SIZE_LIMITS.items():
+        if n_spectra < limit:
+            return name
+    return "paper"
 
 
 @dataclass(frozen=True)
@@ -155,6 +195,35 @@ class EstimatorConfig:
         d = asdict(self)
         d["training"] = self.training.to_dict()
         return d
+
+    @classmethod
+    def for_size(cls, size: str, **settings) -> "EstimatorConfig":
+        """A config with one of the named sizes of `SIZES`.
+
+        Parameters
+        ----------
+        size : {"small", "medium", "paper"}
+            The size; `size_for` picks one from the number of spectra.
+        **settings
+            Other fields, which win over the size's (a ``network`` replaces its
+            network).
+
+        Returns
+        -------
+        `EstimatorConfig`
+
+        Examples
+        --------
+        >>> from astro_spt.training import EstimatorConfig, size_for
+        >>> config = EstimatorConfig.for_size(size_for(80), label_scaling={"age": "log10"})
+        >>> config.n_components, config.network["d_model"]
+        (32, 64)
+        >>> EstimatorConfig.for_size("paper") == EstimatorConfig()
+        True
+        """
+        if size not in SIZES:
+            raise ValueError(f"size must be one of {sorted(SIZES)}, got {size!r}")
+        return cls(**{**SIZES[size], **settings})
 
     @classmethod
     def from_dict(cls, d: dict) -> "EstimatorConfig":
@@ -594,7 +663,10 @@ def train(
     if n_components is not None and n_components > min(len(i_train), flux.shape[1]):
         warnings.warn(
             f"{n_components} PCA components asked for, but the training part holds only "
-            f"{len(i_train)} spectra: keeping {min(len(i_train), flux.shape[1])}",
+            f"{len(i_train)} spectra: keeping {min(len(i_train), flux.shape[1])}. With few "
+            "spectra, choose fewer components and a smaller network: "
+            f"EstimatorConfig.for_size({size_for(len(y))!r}) (astro-spt train --size, "
+            "--n-components)",
             AstroSPTWarning,
             stacklevel=2,
         )
