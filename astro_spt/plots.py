@@ -204,8 +204,9 @@ def plot_predicted_vs_true(
 ):
     """Predicted versus true labels and the distribution of percentage errors (Fig. 9).
 
-    Top: every star coloured by the local density of stars (yellow is dense), contours
-    enclosing 20, 45, 70 and 90 % of the stars, the dashed 1:1 line, and Δ and ΔP in the
+    Top: every star coloured by the local density of stars relative to the densest point
+    (yellow is dense; colour bar on the right), contours enclosing 20, 45, 70 and 90 % of
+    the stars, the dashed 1:1 line, and Δ and ΔP in the
     legend. Bottom left: the per-star percentage error ``100 |ŷ − y| / |y|`` against the
     true label with its mean (ΔP) dashed; bottom right: its distribution, a histogram
     with a smoothed density (red). The ΔP axis stops at the 99th percentile; stars beyond
@@ -261,7 +262,14 @@ def plot_predicted_vs_true(
     ax_err.sharex(ax)
     ax_dist.sharey(ax_err)
 
-    ax.scatter(t[order], p[order], c=dens[order], s=6, cmap=cmap, lw=0, rasterized=True)
+    # Relative to the densest point, so the colour bar reads the same for any sample size.
+    dens = dens / dens.max() if dens.max() > 0 else dens
+    points = ax.scatter(
+        t[order], p[order], c=dens[order], s=6, cmap=cmap, vmin=0, vmax=1, lw=0, rasterized=True
+    )
+    # In the free corner above the distribution panel, so both panels keep their widths.
+    cax = ax.inset_axes([1.04, 0.0, 0.05, 1.0])
+    fig.colorbar(points, cax=cax, label="Density of stars (relative to the peak)")
     if t.size >= 100:  # contours of a few dozen stars are noise
         levels = _enclosing_levels(hist)
         if levels.size:
@@ -291,7 +299,17 @@ def plot_predicted_vs_true(
     top = 1.1 * np.percentile(ape, 99) if ape.size else 1.0
     top = top if top > 0 else 1.0
     order = np.argsort(ape_d, kind="stable")
-    ax_err.scatter(ape_t[order], ape[order], c=ape_d[order], s=5, cmap=cmap, lw=0, rasterized=True)
+    ax_err.scatter(
+        ape_t[order],
+        ape[order],
+        c=ape_d[order],
+        s=5,
+        cmap=cmap,
+        vmin=0,
+        vmax=1,
+        lw=0,
+        rasterized=True,
+    )
     ax_err.axhline(delta_p, ls="--", color="black", lw=1, label=f"mean ΔP = {delta_p:.2f} %")
     ax_err.set_ylim(0, top)
     ax_err.set_xlabel(_axis_label(f"True {label}", unit_text))
@@ -359,7 +377,8 @@ def plot_uncertainty(
     (at least ten each); at each bin's median label the red line is the median
     uncertainty and the band spans its 2.5th to 97.5th percentiles. Equal-count bins let
     the trend reach the sparse ends of the label range, where the paper finds the
-    uncertainties growing (§4.2).
+    uncertainties growing (§4.2). With 100 stars or more, the y axis stops at 1.1 times
+    the 99th percentile; stars beyond are counted in a note.
 
     Parameters
     ----------
@@ -404,7 +423,15 @@ def plot_uncertainty(
         ax.plot(centre, median, color=_RED, lw=2, label="median")
     ax.set_xlabel(_axis_label(f"True {label}", unit_text))
     ax.set_ylabel(_axis_label(f"Uncertainty of {label}", unit_text))
-    ax.set_ylim(bottom=0)
+    # A few huge uncertainties (stars the model cannot place) would flatten the trend.
+    top = 1.1 * np.percentile(e, 99) if e.size >= 100 else np.inf
+    above = int(np.sum(e > top))
+    if above and top > 0:
+        ax.set_ylim(0, top)
+        note = f"{above} off scale (up to {_with_unit(float(e.max()), unit_text)})"
+        ax.text(0.01, 0.97, note, transform=ax.transAxes, va="top", fontsize="small")
+    else:
+        ax.set_ylim(bottom=0)
     ax.legend(frameon=False)
     return fig
 

@@ -104,3 +104,30 @@ def test_readme_command_runs(tmp_path):
     )
     assert "age" in out.stdout and "Gyr" in out.stdout
     assert "6 spectra" in out.stderr
+
+
+def test_documentation_test_set_is_the_shipped_model_s():
+    """docs/_static/default_model_test.ecsv (the docs' figures) belongs to the shipped
+    weights, and reproduces the test accuracy the model card quotes."""
+    import hashlib
+    import json
+
+    from astropy.table import QTable
+
+    path = Path(__file__).resolve().parents[1] / "docs" / "_static" / "default_model_test.ecsv"
+    if not path.is_file():
+        pytest.skip("not a source checkout")
+    table = QTable.read(path)
+    bundle = Path(astro_spt.__file__).parent.joinpath(*EMBEDDED_MODEL)
+    config = json.loads((bundle / "config.json").read_text(encoding="utf-8"))
+    weights = "".join(
+        config["files"][n]["sha256"] for n in ("model.safetensors", "pca.safetensors")
+    )
+    assert table.meta["model_fingerprint"] == hashlib.sha256(weights.encode()).hexdigest(), (
+        "rerun python scripts/default_model_test_set.py"
+    )
+    metrics = config["provenance"]["metrics"]
+    assert len(table) == config["provenance"]["n_test"]
+    for name in ("age", "mass"):
+        delta = np.mean(np.abs((table[name] - table[f"{name}_true"]).value))
+        assert delta == pytest.approx(metrics[name]["delta"], rel=0.01)

@@ -196,3 +196,12 @@ def test_no_pyplot_and_lazy_imports():
         "assert 'matplotlib.pyplot' not in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_density_has_a_colour_bar():
+    rng = np.random.default_rng(1)
+    age = rng.uniform(1, 12, 300)
+    fig = plot_predicted_vs_true(age, age + rng.normal(0, 1, 300), "age", "Gyr")
+    (cax,) = fig.axes[0].child_axes  # beside the panel, not one of the three panels
+    assert cax.get_ylabel() == "Density of stars (relative to the peak)"
+    assert cax.get_ylim() == (0.0, 1.0)

@@ -10,7 +10,13 @@ import json
 import re
 from pathlib import Path
 
-__all__ = ["flag_table_rst", "markdown_to_rst", "model_card_rst", "write_generated"]
+__all__ = [
+    "default_model_figures",
+    "flag_table_rst",
+    "markdown_to_rst",
+    "model_card_rst",
+    "write_generated",
+]
 
 
 def flag_table_rst(registry=None) -> str:
@@ -211,9 +217,96 @@ def _write_if_changed(path: Path, text: str) -> None:
         path.write_text(text, encoding="utf-8")
 
 
+#: The shipped model's test set, written by ``scripts/default_model_test_set.py``.
+TEST_SET = Path(__file__).resolve().parents[1] / "_static" / "default_model_test.ecsv"
+#: Display text of the default model's label units on the figures' axes.
+_UNIT_TEXT = {"Gyr": "Gyr", "solMass": "M☉"}
+
+
+def default_model_figures(folder, test_set=TEST_SET, bundle_dir=None) -> list[Path]:
+    """The paper's evaluation figures of the shipped model, as PNG files in ``folder``.
+
+    From its test set (``docs/_static/default_model_test.ecsv``, held-out mock stars):
+    per label, predicted against true with the ΔP panel, uncertainty against label and
+    the Bland–Altman agreement; from its provenance, the learning curve. Files newer
+    than the test set and the bundle are kept.
+
+    Raises
+    ------
+    RuntimeError
+        When the test set was made with other weights than the shipped model's (its
+        ``model_fingerprint``): rerun ``scripts/default_model_test_set.py``.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     names = sorted(p.name for p in default_model_figures(folder))
+    >>> names[:3]
+    ['bland_altman_age.png', 'bland_altman_mass.png', 'learning_curve.png']
+    """
+    import hashlib
+
+    import astropy.units as u
+    from astropy.table import QTable
+
+    from astro_spt.plots import (
+        plot_bland_altman,
+        plot_learning_curve,
+        plot_predicted_vs_true,
+        plot_uncertainty,
+        save_figures,
+    )
+
+    folder = Path(folder)
+    bundle_dir = Path(bundle_dir) if bundle_dir is not None else _bundle_dir()
+    config_path = bundle_dir / "config.json"
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    names = [label["name"] for label in config["labels"]]
+    expected = [
+        f"{kind}_{name}.png"
+        for name in names
+        for kind in ("predicted_vs_true", "uncertainty", "bland_altman")
+    ]
+    expected.append("learning_curve.png")
+    newest_input = max(Path(test_set).stat().st_mtime, config_path.stat().st_mtime)
+    paths = [folder / name for name in expected]
+    if all(p.exists() and p.stat().st_mtime > newest_input for p in paths):
+        return paths
+
+    table = QTable.read(test_set)
+    files = config["files"]
+    weights = files["model.safetensors"]["sha256"] + files["pca.safetensors"]["sha256"]
+    # as scripts/default_model_test_set.py's model_fingerprint
+    if table.meta.get("model_fingerprint") != hashlib.sha256(weights.encode()).hexdigest():
+        raise RuntimeError(
+            f"{test_set} was made with another model than the shipped one: run "
+            "python scripts/default_model_test_set.py"
+        )
+    n = len(table)
+    figures = {}
+    for label in config["labels"]:
+        name, unit = label["name"], u.Unit(label["unit"])
+        text = _UNIT_TEXT.get(label["unit"], unit.to_string("unicode"))
+        true, pred = table[f"{name}_true"].to(unit).value, table[name].to(unit).value
+        err = table[f"{name}_err"].to(unit).value
+        figures[f"predicted_vs_true_{name}"] = plot_predicted_vs_true(
+            true, pred, name, text, model_name=f"Default model, {n} test stars (mock)"
+        )
+        figures[f"uncertainty_{name}"] = plot_uncertainty(true, err, name, text)
+        figures[f"bland_altman_{name}"] = plot_bland_altman(
+            true, pred, name, text, names=("SPT", "APOKASC-2")
+        )
+    figures["learning_curve"] = plot_learning_curve(config["provenance"]["history"])
+    folder.mkdir(parents=True, exist_ok=True)
+    return save_figures(figures, folder, fmt="png", dpi=110)
+
+
 def write_generated(folder) -> None:
-    """Write ``flag_table.rst`` and ``model_card.rst`` into ``folder``."""
+    """Write ``flag_table.rst``, ``model_card.rst`` and the default model's figures
+    (``figures/``, `default_model_figures`) into ``folder``."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     _write_if_changed(folder / "flag_table.rst", flag_table_rst())
     _write_if_changed(folder / "model_card.rst", model_card_rst())
+    default_model_figures(folder / "figures")
