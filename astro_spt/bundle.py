@@ -2342,6 +2342,56 @@ class EstimatorBundle:
 
     # -- estimation (SPEC §2, layer 6) -------------------------------------------------
 
+    def preprocess(
+        self,
+        spectra,
+        *,
+        batch_size: int | None = None,
+        strict: bool = False,
+        redshift=None,
+        air=None,
+    ):
+        """Exactly what the network sees of some spectra, as `estimate` prepares them.
+
+        The inputs are read and preprocessed with this model's settings
+        (`preprocess_settings`: e.g. the default model's continuum normalisation, which
+        ``astro_spt.preprocess.preprocess()`` with its own defaults does not do), then
+        projected onto its PCA basis the way `estimate` projects them.
+
+        Parameters
+        ----------
+        spectra
+            Anything `astro_spt.estimate` takes: spectra, lists of them, file paths,
+            folders, glob patterns.
+        batch_size, strict, redshift, air
+            As for `astro_spt.estimate`.
+
+        Returns
+        -------
+        `~astro_spt.estimation.ModelInput`
+            ``spectra`` (the preprocessed spectra, a
+            `~astro_spt.preprocess.PreprocessResult`), ``features`` (the network's input,
+            float32 PCA coefficients, shape (n, n_components)), ``used`` (which inputs
+            reach the network) and ``projection``.
+
+        Examples
+        --------
+        >>> import astro_spt
+        >>> from astro_spt.io import example_files
+        >>> model = astro_spt.load_model()
+        >>> seen = model.preprocess(example_files()[:2])
+        >>> seen.spectra.flux.shape, seen.spectra.config.normalize.method
+        ((2, 4096), 'continuum')
+        >>> seen.features.shape, seen.features.dtype, seen.used.tolist()
+        ((2, 143), dtype('float32'), [True, True])
+        """
+        # The estimation layer sits below this one and imports it; resolved at call time.
+        from .estimation import model_input
+
+        return model_input(
+            self, spectra, batch_size=batch_size, strict=strict, redshift=redshift, air=air
+        )
+
     def estimate(self, spectra, **kwargs):
         """Ages and masses (or this bundle's labels) of spectra: `astro_spt.estimate`.
 
@@ -2355,7 +2405,7 @@ class EstimatorBundle:
         >>> model = astro_spt.load_model()
         >>> table = model.estimate(example_files(), n_samples=20)
         >>> table.colnames
-        ['source', 'age', 'age_err', 'mass', 'mass_err', 'flags', 'message']
+        ['source', 'age', 'age_err', 'mass', 'mass_err', 'flags', 'flag_names', 'message', 'path']
         >>> len(table), table["age"].unit, table["mass"].unit
         (6, Unit("Gyr"), Unit("solMass"))
         >>> age, mass = table["age"][1], table["mass"][1]

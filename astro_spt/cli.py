@@ -9,7 +9,8 @@ Exit codes:
 ===  =================================================================================
 0    success
 1    user or input error (no such model, invalid or corrupt bundle, bad input files,
-     an output that cannot be written), reported in one line, checked before the work
+     an output that cannot be written), reported in one line, checked before the work;
+     also ``estimate`` when not one input could be estimated (one line per input)
 2    usage error (unknown command or option; from argparse)
 3    network or hub error (hub unreachable, repository or revision not found, offline
      with an empty cache, download failing verification)
@@ -25,6 +26,7 @@ import re
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -39,6 +41,7 @@ __all__ = [
     "EXIT_USER_ERROR",
     "SUBCOMMANDS",
     "build_parser",
+    "explain_flags",
     "flag_summary",
     "main",
     "write_table",
@@ -53,10 +56,29 @@ EXIT_INTERRUPTED = 130
 
 _EPILOG = """\
 exit codes: 0 success; 1 user or input error; 2 usage error; 3 network or hub error;
-4 internal error (a bug: please report it); 130 interrupted.
+4 internal error (a bug: please report it); 130 interrupted. 'estimate' exits with 1
+when not one input could be estimated.
+
 Defaults (hub_repo, hub_revision, hub_endpoint, cache_dir) come from the top of
 astro_spt.cfg in astropy's config directory (see astro_spt.Conf); HF_HUB_OFFLINE=1
 forbids network access and HF_TOKEN gives a token for private repositories."""
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """Descriptions and epilogs wrapped to the terminal, paragraph by paragraph (blank
+    lines apart); argparse's own would run the paragraphs together, its raw formatter
+    leave a paragraph on one long line."""
+
+    def _fill_text(self, text, width, indent):
+        import textwrap
+
+        return "\n\n".join(
+            textwrap.fill(
+                " ".join(part.split()), width, initial_indent=indent, subsequent_indent=indent
+            )
+            for part in text.split("\n\n")
+            if part.strip()
+        )
 
 
 def _add_hub_options(parser: argparse.ArgumentParser, *, offline: bool) -> None:
@@ -64,10 +86,11 @@ def _add_hub_options(parser: argparse.ArgumentParser, *, offline: bool) -> None:
         "--revision", "-r", help="branch, tag or commit hash (default: main); pin a commit hash"
     )
     parser.add_argument(
-        "--cache-dir", help="download cache (default: astro_spt.conf.cache_dir, then HF_HUB_CACHE)"
+        "--cache-dir",
+        help="download cache (default: cache_dir of astro_spt.cfg, then HF_HUB_CACHE)",
     )
     parser.add_argument(
-        "--endpoint", help="hub URL (default: astro_spt.conf.hub_endpoint, then HF_ENDPOINT)"
+        "--endpoint", help="hub URL (default: hub_endpoint of astro_spt.cfg, then HF_ENDPOINT)"
     )
     if offline:
         parser.add_argument(
@@ -99,7 +122,7 @@ def add_download_parser(subparsers) -> argparse.ArgumentParser:
             "directory of the cached bundle."
         ),
         epilog=_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     parser.add_argument("repo", metavar="REPO", help="hub repository id, namespace/name")
     _add_hub_options(parser, offline=False)
@@ -136,7 +159,7 @@ def add_info_parser(subparsers) -> argparse.ArgumentParser:
             "training data, measured accuracy, provenance and file checksums (checked)."
         ),
         epilog=_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     parser.add_argument(
         "model",
@@ -294,7 +317,7 @@ def add_estimate_parser(subparsers) -> argparse.ArgumentParser:
             "unusable inputs get NaN values and flags (or, with --strict, stop the run)."
         ),
         epilog=_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     parser.add_argument("files", metavar="FILES", nargs="+", help="files, folders or globs")
     parser.add_argument(
@@ -312,6 +335,22 @@ def add_estimate_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument(
         "--strict", action="store_true", help="stop at the first unusable input (exit code 1)"
     )
+    medium = parser.add_mutually_exclusive_group()
+    medium.add_argument(
+        "--air",
+        dest="air",
+        action="store_const",
+        const=True,
+        help="the wavelengths are in air (default: what each file says; LAMOST: vacuum)",
+    )
+    medium.add_argument(
+        "--vacuum", dest="air", action="store_const", const=False, help="they are in vacuum"
+    )
+    parser.add_argument(
+        "--explain-flags",
+        action="store_true",
+        help="after the table, describe each quality flag that is set in it",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run_estimate)
     return parser
@@ -320,6 +359,7 @@ def add_estimate_parser(subparsers) -> argparse.ArgumentParser:
 def run_estimate(args: argparse.Namespace) -> int:
     """Run ``astro-spt estimate``."""
     from .estimation import estimate
+    from .exceptions import AstroSPTWarning, FailedInputWarning
     from .hub import load_model
 
     # Everything that can be checked is checked before the work, not after it.
@@ -328,25 +368,97 @@ def run_estimate(args: argparse.Namespace) -> int:
     if args.output:
         _check_output(args.output, overwrite=args.overwrite)
     model = load_model(args.model, **_hub_options(args))
-    table = estimate(
-        args.files,
-        model,
-        n_samples=args.samples,
-        batch_size=args.batch_size,
-        device=args.device,
-        seed=args.seed,
-        strict=args.strict,
-        progress=False if args.no_progress else None,
-    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", AstroSPTWarning)
+        table = estimate(
+            args.files,
+            model,
+            n_samples=args.samples,
+            batch_size=args.batch_size,
+            device=args.device,
+            seed=args.seed,
+            strict=args.strict,
+            progress=False if args.no_progress else None,
+            air=args.air,
+        )
+    for warning in caught:
+        if issubclass(warning.category, FailedInputWarning):
+            continue  # one line per input below says it better
+        if issubclass(warning.category, AstroSPTWarning):
+            print(f"astro-spt estimate: warning: {warning.message}", file=sys.stderr)
+        else:
+            warnings.warn_explicit(
+                warning.message, warning.category, warning.filename, warning.lineno
+            )
     if len(table) == 0:
         raise ValueError(f"no input files found in {' '.join(args.files)}")
     if args.output:
         write_table(table, args.output, overwrite=args.overwrite)
         print(f"wrote {args.output}", file=sys.stderr)
     else:
-        columns = [c for c in table.colnames if not c.endswith("_samples")]
-        table[columns].pprint_all()
+        # the messages go to standard error, one line each; the paths are in the files
+        columns = [c for c in table.colnames if c not in ("message", "path")]
+        shown = table[[c for c in columns if not c.endswith("_samples")]]
+        shown.pprint_exclude_names.set([])
+        shown.pprint_all()
+    failed = [k for k, message in enumerate(table["message"]) if message]
+    for k in failed:
+        where = table["path"][k] or table["source"][k]
+        print(f"astro-spt estimate: {where}: {table['message'][k]}", file=sys.stderr)
     print(flag_summary(table), file=sys.stderr)
+    if args.explain_flags:
+        print(explain_flags(table["flags"]), file=sys.stderr)
+    return EXIT_USER_ERROR if len(failed) == len(table) else EXIT_OK
+
+
+def explain_flags(values) -> str:
+    """What each flag set in ``values`` means, as `~astro_spt.flags.flag_table` prints it.
+
+    Examples
+    --------
+    >>> from astro_spt.cli import explain_flags
+    >>> print(explain_flags([64, 0, 64]))  # doctest: +NORMALIZE_WHITESPACE
+    bit value name            severity
+    --- ----- --------------- --------
+      6    64 repaired_pixels info
+              More than a small fraction (``min_repaired_fraction``, 1 % by default) of
+              the grid was interpolated over or clipped; the exact count is in
+              ``n_repaired``.
+    """
+    from .flags import flag_table
+
+    table = flag_table()
+    present = int(np.bitwise_or.reduce(np.asarray(values, dtype=np.int64), initial=0))
+    if not present:
+        return "no quality flag is set"
+    return str(table[(table["value"] & present) != 0])
+
+
+# -- flags ---------------------------------------------------------------------------
+
+
+def add_flags_parser(subparsers) -> argparse.ArgumentParser:
+    """Declare ``astro-spt flags``."""
+    parser = subparsers.add_parser(
+        "flags",
+        help="list the quality flags: bit, name, severity, meaning",
+        description=(
+            "List the quality flags of the 'flags' column of estimate's tables: bit, "
+            "value, name, severity (info: usable; warning: may be biased; bad: do not use) "
+            "and meaning. A row's flag value is the sum of the values of its flags."
+        ),
+        epilog=_EPILOG,
+        formatter_class=_HelpFormatter,
+    )
+    parser.set_defaults(func=run_flags)
+    return parser
+
+
+def run_flags(args: argparse.Namespace) -> int:
+    """Run ``astro-spt flags``."""
+    from .flags import flag_table
+
+    print(flag_table())
     return EXIT_OK
 
 
@@ -427,7 +539,7 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
             "matched by a 'file' column (basename) or else by order."
         ),
         epilog=_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     parser.add_argument("--spectra", nargs="+", required=True, help="files, folders or globs")
     parser.add_argument("--labels", required=True, help="label table, one row per spectrum")
@@ -538,11 +650,11 @@ def add_evaluate_parser(subparsers) -> argparse.ArgumentParser:
         help="accuracy of a model on labelled spectra: metrics table and figures",
         description=(
             "Estimate the labels of labelled spectra and write metrics.ecsv (Δ, ΔP, bias, "
-            "95 %% limits of agreement, 1σ/2σ coverage), metrics.md and the paper's "
+            "95 % limits of agreement, 1σ/2σ coverage), metrics.md and the paper's "
             "figures (learning curve, predicted vs true, uncertainty, Bland–Altman)."
         ),
         epilog=_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     parser.add_argument("model", metavar="MODEL", help="bundle directory or hub repository id")
     parser.add_argument("--spectra", nargs="+", required=True, help="files, folders or globs")
@@ -615,6 +727,7 @@ SUBCOMMANDS = (
     add_evaluate_parser,
     add_download_parser,
     add_info_parser,
+    add_flags_parser,
 )
 """Functions that declare the subcommands, in the order ``--help`` lists them."""
 
@@ -634,7 +747,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="astro-spt",
         description="Ages and masses of red giant stars from their spectra (astro_spt).",
         epilog=_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     subparsers = parser.add_subparsers(metavar="COMMAND", dest="command", required=True)
@@ -667,7 +780,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except HubError as err:
-        print(f"astro-spt {args.command}: error: {_one_line(err)}", file=sys.stderr)
+        print(f"astro-spt {args.command}: error: {_cli_words(_one_line(err))}", file=sys.stderr)
         return EXIT_HUB_ERROR
     except (AstroSPTError, ValueError, OSError) as err:
         if isinstance(err, BrokenPipeError):  # the reader of stdout went away (| head)
@@ -688,6 +801,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_INTERNAL_ERROR
+
+
+# The hub's messages name the Python arguments; on the command line, the options.
+_CLI_WORDS = (
+    ("(local_files_only=True)", "(--offline)"),
+    ("pass cache_dir= (astro_spt.conf.cache_dir) pointing at", "pass --cache-dir with"),
+    ("pass token= or log in", "set HF_TOKEN or log in"),
+)
+
+
+def _cli_words(message: str) -> str:
+    for python, option in _CLI_WORDS:
+        message = message.replace(python, option)
+    return message
 
 
 def _one_line(err: BaseException) -> str:

@@ -30,8 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .estimation import _FITS_META_KEYWORDS, _load, estimate, expand_inputs
-from .exceptions import AstroSPTError, DamagedPartitionWarning
+from .estimation import _FITS_META_KEYWORDS, _HIDDEN_IN_PRINT, _load, estimate, expand_inputs
+from .exceptions import AstroSPTError, DamagedPartitionWarning, FailedInputWarning
 
 __all__ = ["MANIFEST_NAME", "estimate_files", "read_results"]
 
@@ -170,7 +170,10 @@ def _run_partition(task: _Partition) -> _Done:
     model = task.model
     if isinstance(model, _ModelRef):
         model = _worker_bundle(model)
-    table = estimate(task.paths, model, progress=False, **task.options)
+    with warnings.catch_warnings():
+        # a partition's failed inputs are in its rows' messages, not worth a warning each
+        warnings.simplefilter("ignore", FailedInputWarning)
+        table = estimate(task.paths, model, progress=False, **task.options)
     stored = _to_storable(table)
     if task.path is None:
         return _Done(task.index, len(table), time.perf_counter() - started, stored)
@@ -189,10 +192,18 @@ def _to_storable(table):
 def _from_storable(table):
     table.meta["messages"] = {
         source: message
-        for source, message in zip(table["source"], table[_MESSAGE_COLUMN], strict=True)
+        for source, message in zip(_inputs_of(table), table[_MESSAGE_COLUMN], strict=True)
         if message
     }
     return table
+
+
+def _inputs_of(table) -> list[str]:
+    """The input of each row of estimate()'s table: its ``path`` (``source`` holds the
+    file's name only), or ``source`` in tables written before there was a ``path``."""
+    if "path" not in table.colnames:
+        return [str(s) for s in table["source"]]
+    return [str(p) or str(s) for p, s in zip(table["path"], table["source"], strict=True)]
 
 
 def _write_atomically(path: Path, write) -> None:
@@ -358,7 +369,7 @@ def _check_partition(path: Path, entry: dict, output_format: str):
     """Read a partition file and check it holds the manifest's inputs; return its table."""
     try:
         table = _read_table(path, output_format)
-        sources = [str(s) for s in table["source"]]
+        sources = _inputs_of(table)
     except Exception as err:  # pyarrow, astropy.io.fits and ECSV each raise their own
         raise AstroSPTError(
             f"partition file {path} is damaged ({type(err).__name__}: {err})"
@@ -738,6 +749,7 @@ def _assemble(parts):
         part.meta = {}
     table = vstack(parts, join_type="exact")
     table.meta = {**meta, "messages": messages}
+    table.pprint_exclude_names = _HIDDEN_IN_PRINT  # FITS partitions do not keep it
     return table
 
 
@@ -791,7 +803,7 @@ def read_results(output_dir):
         from astropy.table import QTable
 
         return QTable()
-    inputs_sha256, _ = _fingerprint([str(s) for s in table["source"]], {})
+    inputs_sha256, _ = _fingerprint(_inputs_of(table), {})
     if inputs_sha256 != manifest["inputs_sha256"]:
         raise AstroSPTError(
             f"the partition files of {output_dir} do not hold the inputs of its manifest "
@@ -801,12 +813,8 @@ def read_results(output_dir):
 
 
 def _progress_bar(progress, total: int, initial: int):
-    from .estimation import _stderr_is_terminal
+    from ._progress import progress_bar
 
-    if not (progress or (progress is None and total > 10 and _stderr_is_terminal())):
-        return None
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # pragma: no cover - tqdm is optional
-        return None
-    return tqdm(total=total, initial=initial, desc="estimating", unit="partition")
+    return progress_bar(
+        total, progress=progress, unit="partition", desc="estimating", initial=initial
+    )

@@ -15,17 +15,22 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import flags as _flags
+from ._progress import progress_bar
+from ._progress import stderr_is_terminal as _stderr_is_terminal  # noqa: F401 (cli, distributed)
 from .conf import conf
 from .exceptions import (
     AstroSPTError,
     AstroSPTWarning,
+    FailedInputWarning,
     InvalidInputError,
     InvalidSpectrumError,
 )
 
 __all__ = [
+    "ModelInput",
     "estimate",
     "expand_inputs",
+    "flag_names",
     "iter_preprocessed",
     "preprocess_inputs",
     "samples_distribution",
@@ -38,6 +43,9 @@ __all__ = [
 _NETWORK_CHUNK = 64
 
 _FITS_PATTERNS = ("*.fits", "*.fits.gz", "*.fit", "*.fit.gz")
+
+# The text columns of estimate()'s table that print(table) leaves out.
+_HIDDEN_IN_PRINT = ("flag_names", "message", "path")
 
 # The FITS header keywords (8 characters at most) that hold the meta of estimate()'s
 # table, for every writer of FITS tables (the command line, astro_spt.distributed).
@@ -157,10 +165,30 @@ def _expand_spectrum(spectrum, prefix) -> list[_Item]:
     items = []
     for i in range(n_rows):
         try:
-            items.append(_Item(f"{prefix}[{i}]", spectrum=spectrum[i]))
+            items.append(_Item(f"{prefix}[{i}]", spectrum=_row_of(spectrum, i, n_rows)))
         except Exception as err:
             items.append(_Item(f"{prefix}[{i}]", error=f"cannot take row {i}: {_reason(err)}"))
     return items
+
+
+# Keys of a 2-D spectrum's meta that may hold one value per row (preprocess takes them so).
+_PER_ROW_META = ("redshift", "z", "radial_velocity", "air", "vacuum", "obsid")
+
+
+def _row_of(spectrum, i: int, n_rows: int):
+    """Row ``i`` of a 2-D spectrum, its meta's per-row values (``meta["redshift"]``, one
+    per row) reduced to the row's."""
+    row = spectrum[i]
+    meta = getattr(spectrum, "meta", None)
+    if isinstance(meta, Mapping):
+        per_row = {
+            key: meta[key][i]
+            for key in _PER_ROW_META
+            if key in meta and not isinstance(meta[key], str) and np.shape(meta[key]) == (n_rows,)
+        }
+        if per_row:
+            row.meta = {**row.meta, **per_row}
+    return row
 
 
 def _reason(error: Exception) -> str:
@@ -202,6 +230,8 @@ def _read(item: _Item, strict: bool):
     if item.error is not None:
         return refuse(item.error)
     if item.path is None:
+        from specutils import Spectrum  # imported already: the caller made the spectrum
+
         spectrum = item.spectrum
         if not isinstance(spectrum, Spectrum):
             # _expand takes anything with flux and spectral_axis; preprocess takes Spectrum
@@ -216,12 +246,22 @@ def _read(item: _Item, strict: bool):
         except Exception as err:  # any failure to read is this row's problem only
             if strict:
                 raise AstroSPTError(f"cannot read {item.path}: {err}") from err
-            return None, f"cannot read {item.path}: {err}"
+            return None, _read_failure(item.path, err)
     if not isinstance(spectrum, Spectrum) or np.ndim(spectrum.flux) != 1:
         # one row per input: a file's 2-D spectrum would give several
         shape = np.shape(getattr(spectrum, "flux", None))
         return refuse(f"a spectrum of flux shape {shape}; expected one 1-D spectrum")
     return spectrum, None
+
+
+def _read_failure(path: str, error: Exception) -> str:
+    """Why a file could not be read, in one line that does not repeat its path (the row
+    names the file)."""
+    reason = str(error).strip() or type(error).__name__
+    for prefix in (f"{path}: ", f"{os.path.basename(path)}: "):
+        reason = reason.removeprefix(prefix)
+    # specutils' "format could not be identified" goes on with a table of every format
+    return f"cannot read: {reason.splitlines()[0].strip()}"
 
 
 def _padded_blocks(result, rows):
@@ -329,11 +369,12 @@ def _unphysical(bundle, values, errors) -> dict[int, str]:
     }
 
 
-def _predict_block(bundle, result, rows, n_samples, seed, keep_samples, device, sources):
+def _predict_block(bundle, result, rows, n_samples, seed, keep_samples, device, sources, done=None):
     """Projection, predictive distribution and OOD test of valid preprocessed spectra.
 
     Runs on blocks of exactly ``_NETWORK_CHUNK`` rows (the last one padded), so that a
-    spectrum's result does not depend on its batch.
+    spectrum's result does not depend on its batch; ``done(n)`` is called after each
+    block of ``n`` spectra (a progress bar's update).
     """
     outputs = {"mean": [], "std": [], "samples": [], "ood": [], "components": []}
     for n, block_flux, block_ivar, block_mask in _padded_blocks(result, rows):
@@ -355,6 +396,8 @@ def _predict_block(bundle, result, rows, n_samples, seed, keep_samples, device, 
             outputs["samples"].append(labels.samples[:n])
         if bundle.reference is not None:
             outputs["ood"].append(bundle.out_of_distribution(projection=projection)[:n])
+        if done is not None:
+            done(n)
     components = {
         name: np.concatenate([block[name] for block in outputs["components"]])
         for name in outputs["components"][0]
@@ -380,6 +423,7 @@ def estimate(
     strict: bool = False,
     progress: bool | None = None,
     redshift=None,
+    air=None,
     large_uncertainty: float | None = None,
     error_sources: bool = False,
     sources=None,
@@ -418,10 +462,17 @@ def estimate(
     strict : bool
         Raise on the first unreadable or unusable input instead of flagging it.
     progress : bool or None
-        Show a progress bar; ``None`` shows one for more than 10 batches on a terminal.
+        Show a progress bar counted in spectra (on standard error): ``None`` shows one
+        on a terminal once the run has taken 2 seconds; ``True`` always, ``False`` never.
     redshift : float, array or None
         Redshift(s) to shift the spectra to the rest frame, overriding what the spectra
         carry (see `astro_spt.preprocess.preprocess`).
+    air : bool, array of bool or None
+        Whether the wavelengths are in air (one for all, or one per input), overriding
+        what the spectra say. ``None`` takes each spectrum's word: ``meta["air"]``,
+        ``meta["vacuum"]``, a FITS ``VACUUM`` keyword or spectral type ``AWAV``/``WAVE``
+        (as specutils' ``wcs1d-fits`` reader keeps it); LAMOST files are vacuum. Spectra
+        that say nothing are taken as vacuum, with one warning per call.
     large_uncertainty : float or None
         Threshold of the ``large_uncertainty`` flag, as a fraction of the label's
         standard deviation in the training set, in the space the network learns it in
@@ -443,12 +494,26 @@ def estimate(
     Returns
     -------
     `~astropy.table.QTable`
-        One row per input spectrum, in input order: ``source`` (file name or position),
-        ``obsid`` (when the spectra carry one), for each label ``X`` the columns ``X`` and
-        ``X_err`` with units (``age`` [Gyr], ``mass`` [solMass] for the default model),
-        and ``flags`` (see `astro_spt.flags`). Unusable inputs get NaN values and
-        flags. ``meta`` records the model, its revision, the seed, ``n_samples`` and the
-        package version.
+        One row per input spectrum, in input order: ``source`` (a file's name, or an
+        in-memory spectrum's position), ``obsid`` (when the spectra carry one), for each
+        label ``X`` the columns ``X`` and ``X_err`` with units (``age`` [Gyr], ``mass``
+        [solMass] for the default model), ``flags`` (see `astro_spt.flags`),
+        ``flag_names`` (the flags' names, comma-separated), ``message`` (why a row has no
+        values; empty when it has) and ``path`` (the file as given). Every column has a
+        display format (ages and masses to 0.01) and a description, which ECSV, FITS and
+        Parquet keep. ``print(table)`` leaves ``flag_names``, ``message`` and ``path``
+        out so that the values fit 80 columns (``table.pprint_exclude_names.set([])``
+        shows them). Unusable inputs get NaN values, flags and a message. ``meta``
+        records the model, its revision, the seed, ``n_samples``, the package version
+        and ``messages`` (``{input: message}``, the input as given).
+
+    Warns
+    -----
+    astro_spt.exceptions.FailedInputWarning
+        Once, when some inputs could not be estimated, with their number and the first
+        few with their reasons.
+    astro_spt.exceptions.AstroSPTWarning
+        Once, when some spectra do not say whether their wavelengths are in air.
 
     Examples
     --------
@@ -464,7 +529,7 @@ def estimate(
     >>> folder = example_files()[0].parent
     >>> table = astro_spt.estimate(os.path.join(folder, "spec-*.fits.gz"))
     >>> len(table), table.colnames
-    (6, ['source', 'age', 'age_err', 'mass', 'mass_err', 'flags', 'message'])
+    (6, ['source', 'age', 'age_err', 'mass', 'mass_err', 'flags', 'flag_names', 'message', 'path'])
     >>> [str(table[name].unit) for name in ("age", "age_err", "mass", "mass_err")]
     ['Gyr', 'Gyr', 'solMass', 'solMass']
     >>> table.meta["seed"], table.meta["n_samples"]
@@ -473,8 +538,8 @@ def estimate(
     The flags say which results to trust. The K dwarf (``sp06-160``) is no giant: its
     age comes out older than any star of the training set, and is flagged so:
 
-    >>> os.path.basename(table["source"][2])
-    'spec-55862-B6212_sp06-160.fits.gz'
+    >>> print(table["source"][2], table["flag_names"][2])
+    spec-55862-B6212_sp06-160.fits.gz repaired_pixels,outside_label_range,masked_standard_regions
     >>> decode_flags(table["flags"][2])
     ['repaired_pixels', 'outside_label_range', 'masked_standard_regions']
     >>> warned = has_flag(table["flags"], "outside_label_range")
@@ -507,9 +572,7 @@ def estimate(
     components = {}
     fraction = LARGE_UNCERTAINTY_FRACTION if large_uncertainty is None else large_uncertainty
 
-    starts = range(0, n, batch_size)
-    if progress or (progress is None and len(starts) > 10 and _stderr_is_terminal()):
-        starts = _progress(starts)
+    bar = progress_bar(n, progress=progress, unit="spectrum", desc="estimating")
     # The caller's model goes back where it was, whatever happens on the way.
     original_device = _network_device(bundle)
     try:
@@ -518,8 +581,11 @@ def estimate(
         except Exception as err:
             raise AstroSPTError(f"cannot move the model to device {device}: {err}") from err
         for rows_ok, result, batch_obsids, batch_messages in iter_preprocessed(
-            items, config, batch_size=batch_size, strict=strict, redshift=redshift, starts=starts
+            items, config, batch_size=batch_size, strict=strict, redshift=redshift, air=air
         ):
+            # the spectra of the batch that reach no network count now, the others by block
+            n_usable = 0 if result is None else int(np.all(np.isfinite(result.flux), 1).sum())
+            bar.update(len(set(rows_ok.tolist()) | set(batch_messages)) - n_usable)
             messages.update(batch_messages)
             for row, obsid in batch_obsids.items():
                 obsids[row] = obsid
@@ -542,6 +608,7 @@ def estimate(
                     return_samples,
                     device,
                     sources,
+                    done=bar.update,
                 )
             if ood is not None:
                 flags[rows[ood]] |= _flags.OUT_OF_DISTRIBUTION
@@ -566,11 +633,12 @@ def estimate(
             if return_samples:
                 samples[rows] = draws[keep]
     finally:
+        bar.close()
         if _network_device(bundle) != original_device:
             bundle.network.to(original_device)
 
     table = QTable()
-    table["source"] = [item.source for item in items]
+    table["source"] = [_display_name(item) for item in items]
     if (obsids >= 0).any():
         table["obsid"] = obsids
     for i, label in enumerate(bundle.labels):
@@ -583,8 +651,14 @@ def estimate(
         if return_samples:
             table[f"{label.name}_samples"] = samples[:, :, i] * unit
     table["flags"] = flags
+    table["flag_names"] = flag_names(flags)
     # Why a row has no values, with the row (meta, unlike a column, is lost by most formats).
     table["message"] = np.array([messages.get(row, "") for row in range(n)], dtype=str)
+    table["path"] = np.array([_path_of(item) for item in items], dtype=str)
+    _describe_columns(table, bundle.labels)
+    # print(table) shows the values, errors and flags in 80 columns; astropy would drop
+    # them all for a text column as wide as a list of flag names.
+    table.pprint_exclude_names = _HIDDEN_IN_PRINT
     table.meta.update(
         {
             "model": bundle.name or bundle.source or bundle.description,
@@ -592,10 +666,117 @@ def estimate(
             "astro_spt_version": __version__,
             "seed": seed,
             "n_samples": n_samples,
-            "messages": {table["source"][k]: m for k, m in sorted(messages.items())},
+            "messages": {items[k].source: m for k, m in sorted(messages.items())},
         }
     )
+    _warn_failures(table)
     return table
+
+
+def flag_names(flags) -> np.ndarray:
+    """The ``flag_names`` column of `estimate`: the names of the set bits, comma-separated.
+
+    Examples
+    --------
+    >>> from astro_spt import flags
+    >>> from astro_spt.estimation import flag_names
+    >>> flag_names([0, flags.LOW_SNR | flags.OUTLIERS]).tolist()
+    ['', 'outliers,low_snr']
+    """
+    values = np.asarray(flags)
+    names = {int(v): ",".join(_flags.decode_flags(int(v))) for v in np.unique(values)}
+    return np.array([names[int(v)] for v in values.ravel()], dtype=str)
+
+
+def _display_name(item: _Item) -> str:
+    """The ``source`` of a row: a file's name (its folder is in ``path``), else the input's
+    position or identifier."""
+    return os.path.basename(item.source) if _path_of(item) else item.source
+
+
+def _path_of(item: _Item) -> str:
+    """The ``path`` of a row: the file as given, or the file an in-memory spectrum says it
+    came from (``meta["filename"]``), else empty."""
+    if item.path is not None:
+        return item.path
+    meta = getattr(item.spectrum, "meta", None)
+    if isinstance(meta, Mapping) and item.source in (
+        str(meta.get("filename")),
+        str(meta.get("file")),
+    ):
+        return item.source
+    return ""
+
+
+# How the values of a label print (info.format), by physical type: ages to 0.01 Gyr,
+# masses to 0.01 solMass, temperatures to 1 K, velocities to 0.1 km/s, anything else to
+# four significant digits.
+_DISPLAY_FORMATS = {"time": ".2f", "mass": ".2f", "dimensionless": ".2f", "temperature": ".0f"}
+
+
+def _display_format(unit) -> str:
+    import astropy.units as u
+
+    unit = u.Unit(unit)
+    if isinstance(unit, u.FunctionUnitBase):  # dex: [Fe/H], log g
+        return ".2f"
+    if unit.physical_type == "speed":
+        return ".1f"
+    return _DISPLAY_FORMATS.get(str(unit.physical_type), ".4g")
+
+
+_COLUMN_DESCRIPTIONS = {
+    "source": "The input: a file's name (its folder is in 'path'), or an in-memory "
+    "spectrum's position in the input",
+    "obsid": "LAMOST observation id (-1: none known)",
+    "flags": "Quality bit mask (astro_spt.flags)",
+    "flag_names": "Names of the quality flags set, comma-separated (astro_spt.flags)",
+    "message": "Why the row has no values (empty when it has)",
+    "path": "The file as given (empty for an in-memory spectrum without a file name)",
+}
+_ERROR_DESCRIPTIONS = {
+    "err": "total 1-sigma uncertainty",
+    "err_noise": "uncertainty from the spectrum's noise and masked pixels",
+    "err_aleatoric": "uncertainty from the labels' scatter about the prediction",
+    "err_epistemic": "uncertainty of the model itself (Monte Carlo dropout)",
+    "err_floor": "variance floor of the model (SPT paper Eq. 6)",
+    "samples": "samples of the predictive distribution",
+}
+
+
+def _describe_columns(table, labels) -> None:
+    """Display formats and descriptions of `estimate`'s columns (kept by ECSV, FITS,
+    Parquet)."""
+    for name, description in _COLUMN_DESCRIPTIONS.items():
+        if name in table.colnames:
+            table[name].info.description = description
+    for label in labels:
+        fmt = _display_format(label.unit)
+        for name in table.colnames:
+            if name == label.name:
+                table[name].info.description = f"Estimated {label.name}"
+            elif name.startswith(f"{label.name}_"):
+                kind = name.removeprefix(f"{label.name}_")
+                what = _ERROR_DESCRIPTIONS.get(kind, kind.replace("_", " "))
+                table[name].info.description = f"{label.name}: {what}"
+            else:
+                continue
+            table[name].info.format = fmt
+
+
+def _warn_failures(table) -> None:
+    """One `FailedInputWarning` for the rows of a table that have no values."""
+    failed = np.flatnonzero(np.char.str_len(np.asarray(table["message"], dtype=str)) > 0)
+    if failed.size == 0:
+        return
+    shown = "; ".join(f"{table['source'][k]} ({table['message'][k]})" for k in failed[:3])
+    more = f"; and {failed.size - 3} more" if failed.size > 3 else ""
+    warnings.warn(
+        f"{failed.size} of {len(table)} inputs could not be estimated (NaN values; see the "
+        f"'message' and 'flag_names' columns): {shown}{more}",
+        FailedInputWarning,
+        stacklevel=3,
+    )
 
 
 def samples_distribution(samples):
@@ -637,7 +818,9 @@ def samples_distribution(samples):
     return Distribution(u.Quantity(samples))
 
 
-def iter_preprocessed(items, config, *, batch_size, strict=False, redshift=None, starts=None):
+def iter_preprocessed(
+    items, config, *, batch_size, strict=False, redshift=None, air=None, starts=None
+):
     """Read and preprocess inputs batch by batch.
 
     Yields, per batch, ``(rows, result, obsids, messages)``: the input rows that were
@@ -664,6 +847,9 @@ def iter_preprocessed(items, config, *, batch_size, strict=False, redshift=None,
     redshift : float or array-like, shape (n_inputs,), optional
         Redshift of the inputs (one for all, or one each), overriding what the spectra
         carry.
+    air : bool or array-like of bool, shape (n_inputs,), optional
+        Whether the inputs' wavelengths are in air (one for all, or one each); default
+        what each spectrum says (see `astro_spt.preprocess.preprocess`).
     starts : iterable of int, optional
         First row of each batch; default ``range(0, n_inputs, batch_size)``.
 
@@ -687,8 +873,8 @@ def iter_preprocessed(items, config, *, batch_size, strict=False, redshift=None,
     ...     print(rows.tolist(), result.flux.shape, obsids, sorted(messages))
     [0, 1, 2, 3] (4, 4096) {} []
     [4, 5] (2, 4096) {} [6]
-    >>> messages[6].startswith("cannot read no/such/file.fits")
-    True
+    >>> print(messages[6])  # doctest: +ELLIPSIS
+    cannot read: cannot be opened ([Errno 2] No such file or directory: 'no/such/file.fits')
     """
 
     if not (isinstance(items, list) and all(isinstance(item, _Item) for item in items)):
@@ -700,8 +886,16 @@ def iter_preprocessed(items, config, *, batch_size, strict=False, redshift=None,
             raise InvalidSpectrumError(
                 f"redshift must be one number or one per input ({len(items)}), got {redshift!r:.80}"
             ) from None
+    if air is not None:
+        try:
+            air = np.broadcast_to(np.asarray(air, dtype=bool), (len(items),))
+        except (TypeError, ValueError):
+            raise InvalidSpectrumError(
+                f"air must be True, False or one per input ({len(items)}), got {air!r:.80}"
+            ) from None
     if starts is None:
         starts = range(0, len(items), batch_size)
+    unknown_medium = []
     for start in starts:
         batch = items[start : start + batch_size]
         spectra_ok, rows_ok, obsids, messages = [], [], {}, {}
@@ -713,6 +907,8 @@ def iter_preprocessed(items, config, *, batch_size, strict=False, redshift=None,
             obsid = _obsid_of(spectrum)
             if obsid is not None:
                 obsids[start + k] = obsid
+            if air is None and _medium_unknown(spectrum):
+                unknown_medium.append(item.source)
             spectra_ok.append(spectrum)
             rows_ok.append(start + k)
         if not spectra_ok:
@@ -720,15 +916,37 @@ def iter_preprocessed(items, config, *, batch_size, strict=False, redshift=None,
             continue
         rows_ok = np.asarray(rows_ok)
         z = None if redshift is None else redshift[rows_ok]
-        result = _preprocess_apart(spectra_ok, config, z)
+        result = _preprocess_apart(spectra_ok, config, z, None if air is None else air[rows_ok])
         for k, message in result.messages.items():
             if strict:
                 raise InvalidSpectrumError(f"{items[rows_ok[k]].source}: {message}")
             messages[int(rows_ok[k])] = message
         yield rows_ok, result, obsids, messages
+    if unknown_medium:
+        from .preprocess.pipeline import UNKNOWN_MEDIUM_MESSAGE
+
+        # once per call, naming a few: preprocess' own warning is per batch
+        shown = ", ".join(unknown_medium[:3]) + (", ..." if len(unknown_medium) > 3 else "")
+        warnings.warn(
+            UNKNOWN_MEDIUM_MESSAGE.format(n=len(unknown_medium), total=len(items)) + f" ({shown})",
+            AstroSPTWarning,
+            stacklevel=3,
+        )
 
 
-def _preprocess_apart(spectra, config, redshift):
+def _medium_unknown(spectrum) -> bool:
+    """Whether nothing says if a spectrum's wavelengths are in air or vacuum."""
+    from .preprocess.pipeline import _is_air
+
+    if not hasattr(spectrum, "spectral_axis"):  # bare arrays of a LAMOST file: vacuum
+        return False
+    try:
+        return _is_air(spectrum) is None
+    except Exception:  # an invalid meta['air']: preprocess reports it, row by row
+        return False
+
+
+def _preprocess_apart(spectra, config, redshift, air=None):
     """`preprocess` of 1-D spectra, one row each, no row depending on another.
 
     Should the batch raise all the same (preprocess isolates each spectrum's reading, not
@@ -741,14 +959,19 @@ def _preprocess_apart(spectra, config, redshift):
         # the callers report unusable spectra row by row (flags and messages)
         warnings.simplefilter("ignore", AstroSPTWarning)
         try:
-            return preprocess(spectra, config, redshift=redshift)
+            return preprocess(spectra, config, redshift=redshift, air=air)
         except Exception as error:
             if len(spectra) == 1:
                 result = _unreadable_result(1, config)
                 result.messages[0] = f"cannot be preprocessed: {_reason(error)}"
                 return result
         parts = [
-            _preprocess_apart([spectrum], config, None if redshift is None else redshift[k : k + 1])
+            _preprocess_apart(
+                [spectrum],
+                config,
+                None if redshift is None else redshift[k : k + 1],
+                None if air is None else air[k : k + 1],
+            )
             for k, spectrum in enumerate(spectra)
         ]
     result = _unreadable_result(len(spectra), config)
@@ -793,22 +1016,83 @@ def _load(model):
     return load_model(model)
 
 
-def _stderr_is_terminal() -> bool:
-    import sys
+@dataclass
+class ModelInput:
+    """Exactly what a model's network sees of some inputs (`EstimatorBundle.preprocess
+    <astro_spt.bundle.EstimatorBundle.preprocess>`).
 
-    return hasattr(sys.stderr, "isatty") and sys.stderr.isatty()
+    Attributes
+    ----------
+    spectra : `~astro_spt.preprocess.PreprocessResult`
+        The inputs preprocessed with the model's settings (its continuum normalisation,
+        denoising, grid), one row per input in input order.
+    features : `~numpy.ndarray` of float32, shape (n, n_components)
+        The network's input: the PCA coefficients of each spectrum, projected as
+        `estimate` projects them (gappy PCA for bundles of this version); NaN rows for
+        inputs that never reach the network (``used`` False).
+    used : `~numpy.ndarray` of bool, shape (n,)
+        Which inputs reach the network (those with finite preprocessed flux).
+    projection : `~astro_spt.pca.PCAProjection`
+        The projection of the used rows (in their order), with what noise propagation
+        and the out-of-distribution test need.
+    """
+
+    spectra: object
+    features: np.ndarray
+    used: np.ndarray
+    projection: object
+
+    def __len__(self) -> int:
+        return len(self.used)
 
 
-def _progress(iterable):
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # pragma: no cover - tqdm is optional
-        return iterable
-    return tqdm(iterable, desc="estimating", unit="batch")
+def model_input(bundle, spectra, *, batch_size=None, strict=False, redshift=None, air=None):
+    """`ModelInput` of inputs for ``bundle``; see `EstimatorBundle.preprocess
+    <astro_spt.bundle.EstimatorBundle.preprocess>`."""
+    from .pca import PCAProjection
+
+    batch_size = conf.default_batch_size if batch_size is None else int(batch_size)
+    result = preprocess_inputs(
+        spectra,
+        bundle.preprocess_settings(),
+        batch_size=batch_size,
+        strict=strict,
+        redshift=redshift,
+        air=air,
+    )
+    used = np.all(np.isfinite(result.flux), axis=1)
+    rows = np.flatnonzero(used)
+    parts = []
+    # the blocks, padding and float64 of estimate: the same numbers, bit for bit
+    for n, flux, _, mask in _padded_blocks(result, rows):
+        parts.append((n, bundle.project(flux, mask)))
+    k, m = bundle.pca.n_components, result.flux.shape[1]
+
+    def joined(name, shape):
+        arrays = [getattr(p, name)[:n] for n, p in parts]
+        return np.concatenate(arrays) if arrays else np.zeros((0, *shape))
+
+    projection = PCAProjection(
+        coefficients=joined("coefficients", (k,)),
+        reconstruction_error=joined("reconstruction_error", ()),
+        inverse_gram=joined("inverse_gram", (k, k)),
+        observed=joined("observed", (m,)).astype(bool),
+        residual_variance=parts[0][1].residual_variance if parts else 0.0,
+        components=bundle.pca.components,
+    )
+    features = np.full((len(used), k), np.nan, dtype=np.float32)
+    features[rows] = projection.coefficients.astype(np.float32)
+    return ModelInput(spectra=result, features=features, used=used, projection=projection)
 
 
 def preprocess_inputs(
-    spectra, config=None, *, batch_size: int = 256, strict: bool = False, redshift=None
+    spectra,
+    config=None,
+    *,
+    batch_size: int = 256,
+    strict: bool = False,
+    redshift=None,
+    air=None,
 ):
     """Read and preprocess inputs into one `~astro_spt.preprocess.PreprocessResult`.
 
@@ -832,6 +1116,9 @@ def preprocess_inputs(
     redshift : float or array-like, shape (n_inputs,), optional
         Redshift of the inputs (one for all, or one each), overriding what the spectra
         carry.
+    air : bool or array-like of bool, shape (n_inputs,), optional
+        Whether the wavelengths are in air (one for all, or one each), overriding what
+        the spectra say (see `estimate`).
 
     Returns
     -------
@@ -859,10 +1146,11 @@ def preprocess_inputs(
     items = _expand(spectra)
     result = _unreadable_result(len(items), config)
     for rows, batch, _, batch_messages in iter_preprocessed(
-        items, config, batch_size=batch_size, strict=strict, redshift=redshift
+        items, config, batch_size=batch_size, strict=strict, redshift=redshift, air=air
     ):
         result.messages |= batch_messages
         if batch is not None:
             for name in _ROW_FIELDS:
                 getattr(result, name)[rows] = getattr(batch, name)
     return result
+

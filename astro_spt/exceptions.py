@@ -378,7 +378,30 @@ class InvalidConfigError(AstroSPTError, ValueError):
 
 
 # Estimation (astro_spt.estimate).
-__all__ += ["InvalidInputError"]
+__all__ += ["FailedInputWarning", "InvalidInputError"]
+
+
+class FailedInputWarning(AstroSPTWarning):
+    """Some inputs of `astro_spt.estimate` could not be estimated.
+
+    Issued once per call, naming how many inputs failed and the first few with their
+    reasons; each failed row has NaN values, a flag (``unreadable`` or
+    ``unphysical_value``) and its reason in the ``message`` column.
+
+    Examples
+    --------
+    >>> import warnings
+    >>> import astro_spt
+    >>> from astro_spt.exceptions import FailedInputWarning
+    >>> from astro_spt.io import example_files
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always", FailedInputWarning)
+    ...     table = astro_spt.estimate([example_files()[0], "no/such/file.fits"], n_samples=5)
+    >>> print(caught[0].message)  # doctest: +ELLIPSIS
+    1 of 2 inputs could not be estimated (...): file.fits (cannot read: cannot be opened ...)
+    >>> print(table["message"][1])  # doctest: +ELLIPSIS
+    cannot read: cannot be opened ([Errno 2] No such file or directory: ...)
+    """
 
 
 class InvalidInputError(AstroSPTError, TypeError):

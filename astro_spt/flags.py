@@ -21,6 +21,7 @@ Examples
 True
 """
 
+import functools
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -330,7 +331,7 @@ FLAGS = FlagRegistry(
             14,
             "unphysical_value",
             "The prediction is no physical value: not finite, not positive for a positive "
-            "quantity (mass, age), or, it or its error, more than five training standard "
+            "quantity (mass, age), or, it or its error, more than 20 training standard "
             "deviations beyond the training labels' range (in the space the network learns "
             "them in); its values are NaN.",
             "bad",
@@ -480,6 +481,10 @@ def encode_flags(names: Iterable[str]) -> int:
 def flag_table():
     """Return the flag registry as a table (the documentation's flag table comes from it).
 
+    ``print`` shows every flag with its description wrapped below the line (astropy
+    would cut the descriptions, and the columns after them, at the screen's width);
+    ``astro-spt flags`` prints the same.
+
     Returns
     -------
     table : `~astropy.table.Table`
@@ -495,11 +500,18 @@ def flag_table():
     --- ----- --------------
       0     1 missing_values
       1     2  negative_flux
+    >>> print(table[5:7])
+    bit value name            severity
+    --- ----- --------------- --------
+      5    32 low_snr         warning
+              Median signal-to-noise ratio per pixel below the threshold.
+      6    64 repaired_pixels info
+              More than a small fraction (``min_repaired_fraction``, 1 % by default) of
+              the grid was interpolated over or clipped; the exact count is in
+              ``n_repaired``.
     """
-    from astropy.table import Table
-
     definitions = list(FLAGS)
-    return Table(
+    return _flag_table_class()(
         {
             "bit": [d.bit for d in definitions],
             "value": [d.value for d in definitions],
@@ -509,3 +521,47 @@ def flag_table():
             "description": [d.description for d in definitions],
         }
     )
+
+
+@functools.cache
+def _flag_table_class():
+    from astropy.table import Table
+
+    class FlagTable(Table):
+        """A `~astropy.table.Table` of flags that prints its descriptions in full."""
+
+        def __str__(self):
+            if not {"bit", "value", "name", "severity", "description"} <= set(self.colnames):
+                return super().__str__()
+            return _format_flags(self)
+
+    return FlagTable
+
+
+def _format_flags(table, width: int = 88) -> str:
+    """Rows of `flag_table` as text: bit, value, name and severity on a line, the
+    description wrapped below it to ``width`` characters."""
+    import textwrap
+
+    header = ("bit", "value", "name", "severity")
+    cells = [[str(row[c]) for c in header] for row in table]
+    widths = [max(len(c) for c in column) for column in zip(header, *cells, strict=True)]
+    indent = " " * (widths[0] + widths[1] + 2)
+    lines = [
+        " ".join(
+            h.rjust(w) if k < 2 else h.ljust(w)
+            for k, (h, w) in enumerate(zip(header, widths, strict=True))
+        ).rstrip(),
+        " ".join("-" * w for w in widths),
+    ]
+    for row, texts in zip(table, cells, strict=True):
+        lines.append(
+            " ".join(
+                t.rjust(w) if k < 2 else t.ljust(w)
+                for k, (t, w) in enumerate(zip(texts, widths, strict=True))
+            ).rstrip()
+        )
+        lines += textwrap.wrap(
+            str(row["description"]), width, initial_indent=indent, subsequent_indent=indent
+        )
+    return "\n".join(lines)

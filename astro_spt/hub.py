@@ -167,6 +167,40 @@ def _hub_error(
     return err
 
 
+# Seconds to wait for the hub's host to accept a connection before giving up.
+_CONNECT_TIMEOUT_S = 5.0
+_PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY")
+
+
+def _unreachable(endpoint: str | None) -> str | None:
+    """Why the hub's host cannot be reached (no name resolution or no connection within
+    ``_CONNECT_TIMEOUT_S``), or None when it can, or when a proxy decides."""
+    import socket
+    import threading
+    from urllib.parse import urlsplit
+
+    if any(os.environ.get(name) for name in _PROXY_VARIABLES):
+        return None
+    url = urlsplit(_endpoint_name(endpoint))
+    if not url.hostname:
+        return None
+    port = url.port or (443 if url.scheme == "https" else 80)
+    outcome = []
+
+    def connect():
+        try:
+            with socket.create_connection((url.hostname, port), timeout=_CONNECT_TIMEOUT_S):
+                outcome.append(None)
+        except OSError as err:
+            outcome.append(err.strerror or str(err) or type(err).__name__)
+
+    # name resolution knows no timeout of its own: a thread waited for, at most so long
+    thread = threading.Thread(target=connect, daemon=True)
+    thread.start()
+    thread.join(_CONNECT_TIMEOUT_S)
+    return outcome[0] if outcome else f"no answer within {_CONNECT_TIMEOUT_S:g} s"
+
+
 def _remove_from_cache(pointers, *, with_blobs: bool) -> None:
     """Delete snapshot entries (and, for corrupt files, the blobs they point to)."""
     for pointer in pointers:
@@ -266,6 +300,8 @@ def download_model(
         offline, offline_reason = _offline_mode(), " (HF_HUB_OFFLINE is set)"
     else:
         offline, offline_reason = bool(local_files_only), " (local_files_only=True)"
+    # huggingface_hub retries a host it cannot reach for half a minute: ask once, briefly
+    unreachable = None if offline else _unreachable(endpoint)
     translate = functools.partial(
         _hub_error,
         repo_id=repo_id,
@@ -284,7 +320,7 @@ def download_model(
                     filename,
                     revision=at,
                     cache_dir=cache_dir,
-                    local_files_only=offline,
+                    local_files_only=offline or unreachable is not None,
                     endpoint=endpoint,
                     token=token,
                     library_name="astro-spt",
@@ -292,6 +328,14 @@ def download_model(
                 )
             )
         except Exception as err:
+            if unreachable is not None:
+                raise HubConnectionError(
+                    f"could not fetch {filename} of {repo_id} at revision {revision!r}: "
+                    f"{_endpoint_name(endpoint)} cannot be reached ({unreachable}), and it is "
+                    f"not in the cache {cache_dir}. Check the network connection and the "
+                    "endpoint, and try again; to work offline later, pre-download it with "
+                    f"`{_download_command(repo_id, revision, cache_dir)}`"
+                ) from err
             translated = translate(err, filename=filename)
             if translated is err:
                 raise

@@ -111,7 +111,7 @@ def _network_line(config: Mapping[str, Any]) -> str:
         f"{network.get('class', '?')}: {hp.get('n_inputs')} inputs, d_model "
         f"{hp.get('d_model')}, {hp.get('n_blocks')} SPT block(s) of {hp.get('n_heads')} heads, "
         f"dropout {hp.get('dropout')} ({hp.get('dropout_position')}), weights stored as "
-        f"{network.get('dtype', 'float32')}"
+        f"{network.get('dtype', 'float32')} (computed in float32)"
     )
 
 
@@ -232,6 +232,65 @@ def render_model_card(config: Mapping[str, Any], *, repo_id: str | None = None) 
     return "\n".join(lines)
 
 
+def _readable(value, indent: str = "") -> str:
+    """A provenance value as text: numbers to four digits, a dict one key a line."""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, list) and all(isinstance(v, int | float) for v in value):
+        return ", ".join(_readable(v) for v in value)
+    if isinstance(value, Mapping) and value:
+        return "\n".join(
+            f"{indent}{key}: {_readable(v, indent + '  ')}"
+            if not isinstance(v, Mapping) or not v
+            else f"{indent}{key}:\n{_readable(v, indent + '  ')}"
+            for key, v in value.items()
+        )
+    if isinstance(value, Mapping | list):
+        return json.dumps(value)
+    return str(value)
+
+
+def _baseline_rows(config: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Header and rows comparing the baselines of ``provenance["baselines"]`` (Δ and ΔP
+    of each label) with the model's own accuracy."""
+    provenance = config.get("provenance") or {}
+    baselines = provenance.get("baselines")
+    if not isinstance(baselines, Mapping) or not baselines:
+        return [], []
+    names = [label["name"] for label in config.get("labels", [])]
+    units = {label["name"]: label.get("unit", "") for label in config.get("labels", [])}
+    header = ["model"]
+    for name in names:
+        header += [f"{name} Δ ({units[name]})", f"{name} ΔP (%)"]
+    metrics = provenance.get("metrics")
+    if isinstance(metrics, list):
+        metrics = {row.get("label"): row for row in metrics}
+    models = {**baselines, "SPT (this model)": metrics or {}}
+    rows = []
+    for model, scores in models.items():
+        row = [model.replace("_", " ")]
+        for name in names:
+            score = (scores or {}).get(name) or {}
+            row += [
+                f"{score[key]:.2f}" if isinstance(score.get(key), int | float) else "-"
+                for key in ("delta", "delta_p")
+            ]
+        rows.append(row)
+    return header, rows
+
+
+def _train_command(config: Mapping[str, Any]) -> str:
+    """The ``astro-spt train`` command for a model with these labels."""
+    parts = ["astro-spt train --spectra 'lamost/*.fits.gz' --labels labels.ecsv"]
+    for label in config.get("labels", []):
+        unit = label.get("unit")
+        parts.append(f"--label {label['name']}:{unit}" if unit else f"--label {label['name']}")
+    for label in config.get("labels", []):
+        if label.get("scaling") not in (None, "linear"):
+            parts.append(f"--scaling {label['name']}:{label['scaling']}")
+    return " ".join(parts) + " -o my-model"
+
+
 def _text_table(header: list[str], rows: list[list[str]], indent: str) -> list[str]:
     widths = [max(len(cell) for cell in column) for column in zip(header, *rows, strict=True)]
     return [
@@ -278,9 +337,9 @@ def format_summary(config: Mapping[str, Any], source: str | None = None) -> str:
         if key in provenance
     ]
     rows += [
-        (k, _format_value(v))
+        (k, _readable(v))
         for k, v in provenance.items()
-        if k not in _SHOWN_KEYS + _UNLISTED_KEYS
+        if k not in _SHOWN_KEYS + _UNLISTED_KEYS + ("baselines",)
     ]
     if "astro_spt_version" in config:
         rows.append(
@@ -289,11 +348,20 @@ def format_summary(config: Mapping[str, Any], source: str | None = None) -> str:
                 f"astro_spt {config['astro_spt_version']} (schema {config.get('schema_version')})",
             )
         )
-    lines += [f"{key + ':':<15} {value}" for key, value in rows]
+    for key, value in rows:
+        first, *rest = str(value).split("\n")
+        lines.append(f"{key + ':':<15} {first}")
+        lines += [f"{'':<15} {line}" for line in rest]
     header, table = _metric_rows(config)
     lines.append("accuracy:" if table else "accuracy:       not recorded")
     if table:
         lines += _text_table(header, table, "  ")
+    header, table = _baseline_rows(config)
+    if table:
+        lines.append("comparison with classical baselines (same PCA inputs, same split):")
+        lines += _text_table(header, table, "  ")
+    lines.append("train a model like it from your own spectra and labels:")
+    lines.append("  " + _train_command(config))
     files = config.get("files") or {}
     if files:
         lines.append("files:")

@@ -23,6 +23,10 @@ from astro_spt.exceptions import AstroSPTError
 LABEL_COLUMNS = ("age", "age_err", "mass", "mass_err")
 PARTITION_SIZE = 8
 
+# The inputs hold unreadable files on purpose: estimate()'s warning about them is tested
+# in tests/test_readable_output.py
+pytestmark = pytest.mark.filterwarnings("ignore::astro_spt.exceptions.FailedInputWarning")
+
 
 def assert_same_table(a, b):
     """Bit-for-bit equal values (NaN where NaN), flags, sources, obsids and meta."""

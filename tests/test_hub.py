@@ -134,10 +134,10 @@ def test_unreachable_hub_with_empty_cache(hub, cache, backoff):
     hub.stop()
     with pytest.raises(HubConnectionError, match=r"could not fetch config\.json") as info:
         load_model(REPO, revision="v1", cache_dir=cache, endpoint=hub.url)
-    assert "ConnectError" in str(info.value)
+    assert "cannot be reached (Connection refused)" in str(info.value)
     assert "astro-spt download" in str(info.value)
     assert _snapshot_files(cache) == []
-    assert backoff  # huggingface_hub retried (without sleeping here)
+    assert not backoff  # asked once, briefly: no half a minute of huggingface_hub's retries
 
 
 def test_tampered_file_on_the_server(hub, cache, bundle_dir):

@@ -22,6 +22,12 @@ from astro_spt.preprocess import (
     preprocess,
 )
 
+pytestmark = [
+    # synthetic spectra that do not say their medium: tests/test_readable_output.py
+    # tests that warning
+    pytest.mark.filterwarnings("ignore:.*do not say whether their wavelengths"),
+]
+
 specutils = pytest.importorskip("specutils")
 Spectrum = specutils.Spectrum
 
@@ -302,7 +308,7 @@ def test_unusable_data_is_flagged_or_raises():
     negative = Spectrum(flux=-good.flux, spectral_axis=axis, uncertainty=good.uncertainty)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # data problems are flags, not warnings
-        result = preprocess([nan_flux, infrared, negative, good], redshift=0)
+        result = preprocess([nan_flux, infrared, negative, good], redshift=0, air=False)
     assert [flags.has_flag(f, "unreadable") for f in result.flags] == [True, True, True, False]
     assert flags.has_flag(result.flags[1], "poor_coverage")
     assert np.isnan(result.flux[:3]).all() and np.isfinite(result.flux[3]).all()

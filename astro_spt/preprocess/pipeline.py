@@ -117,7 +117,8 @@ class PreprocessResult:
         >>> flux = 100 + np.random.default_rng(0).normal(0, 2, (2, 3000))
         >>> ivar = np.stack([np.full(3000, 1 / 2**2), np.full(3000, 1 / 20**2)])
         >>> spectra = Spectrum(flux=flux * u.Unit("1e-17 erg / (s cm2 AA)"),
-        ...                    spectral_axis=wavelength, uncertainty=InverseVariance(ivar))
+        ...                    spectral_axis=wavelength, uncertainty=InverseVariance(ivar),
+        ...                    meta={"air": False})  # vacuum wavelengths
         >>> preprocess(spectra, redshift=0.0).flag_names
         [[], ['low_snr']]
         >>> preprocess(spectra).flag_names  # no redshift known: not shifted, flagged
@@ -205,7 +206,19 @@ def _truth(value, name: str) -> bool:
     raise InvalidSpectrumError(f"{name} is {value!r:.80}: expected True or False")
 
 
-def _is_air(spectrum) -> bool:
+# FITS spectral coordinate types (Greisen et al. 2006, Table 1): AWAV is a wavelength in
+# air; every other type is in vacuum or does not depend on the medium.
+_VACUUM_CTYPES = ("WAVE", "FREQ", "WAVN", "ENER", "VRAD", "VOPT", "ZOPT", "VELO", "BETA")
+
+
+def _is_air(spectrum) -> bool | None:
+    """Whether a spectrum's wavelengths are in air; None when nothing says.
+
+    In order: ``meta['air']``, ``meta['vacuum']``, the ``VACUUM`` keyword of
+    ``meta['header']``, the spectral axis' FITS type (``AWAV`` is air, ``WAVE`` vacuum)
+    in the header's ``CTYPE1`` or the spectrum's WCS (specutils' ``wcs1d-fits`` reader
+    keeps it there), and a frequency, wavenumber or energy axis, which is no wavelength.
+    """
     meta = spectrum.meta or {}
     if meta.get("air") is not None:
         return _truth(meta["air"], "meta['air']")
@@ -214,7 +227,30 @@ def _is_air(spectrum) -> bool:
     header = meta.get("header")
     if header is not None and "VACUUM" in header:
         return not _truth(header["VACUUM"], "header keyword VACUUM")
-    return False
+    ctype = _spectral_ctype(spectrum, header)
+    if ctype is not None:
+        if ctype.startswith("AWAV"):
+            return True
+        if ctype.startswith(_VACUUM_CTYPES):
+            return False
+    unit = getattr(spectrum.spectral_axis, "unit", None)
+    if unit is not None and not unit.is_equivalent(u.m):
+        return False
+    return None
+
+
+def _spectral_ctype(spectrum, header) -> str | None:
+    """The FITS type of the spectral axis (``CTYPE1``, upper case), if the header or an
+    astropy WCS of the spectrum has one."""
+    try:
+        if header is not None and isinstance(header.get("CTYPE1"), str):
+            return header["CTYPE1"].strip().upper()
+        wcs = getattr(spectrum.wcs, "wcs", None)  # astropy.wcs.WCS has one, gwcs none
+        if wcs is not None and wcs.spec >= 0:
+            return str(wcs.ctype[wcs.spec]).strip().upper()
+    except Exception:  # a header or WCS of any shape: the medium stays unknown
+        return None
+    return None
 
 
 @functools.lru_cache(maxsize=64)
@@ -367,7 +403,9 @@ def _extract(spectrum, redshift, air) -> list[_Row]:
     return rows
 
 
-def _collect(spectra, redshift, air, strict) -> list[_Row]:
+def _collect(spectra, redshift, air, strict) -> tuple[list[_Row], int]:
+    """The rows of the spectra, and how many of them have wavelengths of unknown medium
+    (taken as vacuum)."""
     items = _as_list(spectra)
     counts = [int(np.prod(item.flux.shape[:-1])) if item.flux.ndim > 1 else 1 for item in items]
     total = sum(counts)
@@ -379,6 +417,7 @@ def _collect(spectra, redshift, air, strict) -> list[_Row]:
         air = np.broadcast_to(air, (total,))
     rows: list[_Row] = []
     start = 0
+    unknown_medium = 0
     for index, (item, k) in enumerate(zip(items, counts, strict=True)):
         z = None if redshift is None else redshift[start : start + k]
         try:
@@ -386,7 +425,9 @@ def _collect(spectra, redshift, air, strict) -> list[_Row]:
             # warnings about it would only depend on the caller's warning filters.
             with np.errstate(all="ignore"):
                 is_air = _is_air(item) if air is None else bool(air[start])
-                rows.extend(_extract(item, z, is_air))
+                rows.extend(_extract(item, z, bool(is_air)))
+                if is_air is None:
+                    unknown_medium += k
         except Exception as error:
             # Whatever is wrong with one spectrum (astropy and numpy raise anything from
             # ValueError to IndexError for inconsistent objects) must not abort the batch.
@@ -399,7 +440,15 @@ def _collect(spectra, redshift, air, strict) -> list[_Row]:
                 raise InvalidSpectrumError(f"spectrum {index}: {reason}") from error
             rows.extend(_Row(error=reason) for _ in range(k))
         start += k
-    return rows
+    return rows, unknown_medium
+
+
+#: The warning of a call whose spectra do not say whether their wavelengths are in air.
+UNKNOWN_MEDIUM_MESSAGE = (
+    "{n} of {total} spectra do not say whether their wavelengths are in air or in vacuum "
+    "(no meta['air'], header keyword VACUUM or spectral type AWAV/WAVE); they are taken as "
+    "vacuum. Pass air=True (air=False) to say which"
+)
 
 
 def _stack(rows: list[_Row]):
@@ -512,8 +561,13 @@ def preprocess(
         ``meta['header']`` (LAMOST). Spectra without one are not shifted and are flagged
         ``no_redshift``.
     air : bool or array-like of bool, optional
-        Whether the wavelengths are in air. By default ``meta['air']``, else ``not
-        meta['vacuum']``, else the ``VACUUM`` keyword of ``meta['header']``, else vacuum.
+        Whether the wavelengths are in air (one for all, or one per output row). By
+        default ``meta['air']``, else ``not meta['vacuum']``, else the ``VACUUM`` keyword
+        of ``meta['header']``, else the spectral axis' FITS type (``CTYPE1`` of
+        ``meta['header']`` or of the spectrum's WCS, as specutils' ``wcs1d-fits`` reader
+        keeps it: ``AWAV`` is air, ``WAVE`` vacuum); a frequency, wavenumber or energy
+        axis needs none. Spectra that say nothing are taken as vacuum, with a warning.
+        LAMOST files say vacuum.
     strict : bool
         Raise `~astro_spt.exceptions.InvalidSpectrumError` for a spectrum that cannot be
         read or is flagged ``unreadable``, instead of flagging it and returning a NaN row.
@@ -537,7 +591,8 @@ def preprocess(
     astro_spt.exceptions.AstroSPTWarning
         When some spectra could not be read (malformed input: no spectral unit, unsorted
         or duplicate wavelengths, mismatched shapes); their rows are NaN and flagged
-        ``unreadable``, and ``result.messages`` says why.
+        ``unreadable``, and ``result.messages`` says why. Once, when ``air`` is not given
+        and some wavelength axes do not say their medium.
 
     Examples
     --------
@@ -551,7 +606,7 @@ def preprocess(
     >>> flux = (100 + rng.normal(0, 2, (2, 3000))) * u.Unit("1e-17 erg / (s cm2 AA)")
     >>> spectra = Spectrum(flux=flux, spectral_axis=wavelength,
     ...                    uncertainty=InverseVariance(np.full((2, 3000), 0.25)))
-    >>> result = preprocess(spectra, redshift=0.0)
+    >>> result = preprocess(spectra, redshift=0.0, air=False)  # vacuum wavelengths
     >>> result.flux.shape, result.flux.dtype
     ((2, 4096), dtype('float32'))
     >>> result.flag_names
@@ -562,7 +617,7 @@ def preprocess(
         raise TypeError(f"config must be a PreprocessConfig, got {type(config).__name__}")
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-    rows = _collect(spectra, redshift, air, strict)
+    rows, unknown_medium = _collect(spectra, redshift, air, strict)
     grid = make_wavelength_grid(config.grid)
     n, m = len(rows), grid.size
 
@@ -605,6 +660,10 @@ def preprocess(
     if strict and unreadable.size:
         i = int(unreadable[0])
         raise InvalidSpectrumError(f"row {i}: {messages[i]} (flagged 'unreadable')")
+    if unknown_medium:
+        warnings.warn(
+            UNKNOWN_MEDIUM_MESSAGE.format(n=unknown_medium, total=n), AstroSPTWarning, stacklevel=2
+        )
     malformed = [f"row {i}: {rows[i].error}" for i in range(n) if rows[i].error is not None]
     if malformed:
         shown = "; ".join(malformed[:3]) + ("; ..." if len(malformed) > 3 else "")
