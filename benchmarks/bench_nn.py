@@ -19,15 +19,15 @@ from astro_spt.nn import SpectralTransformer, mc_predict
 from astro_spt.nn.mc import _draw_masks, _spectrum_keys
 
 
-def best_time(fn, repeat, sync):
+def best_time(fn, repeat, sync, clock=time.perf_counter):
     fn()  # warm-up
     sync()
     times = []
     for _ in range(repeat):
-        t0 = time.perf_counter()
+        t0 = clock()
         fn()
         sync()
-        times.append(time.perf_counter() - t0)
+        times.append(clock() - t0)
     return min(times)
 
 
@@ -36,6 +36,39 @@ def matmul_peak(device, sync, n=2048):
     b = torch.randn(n, n, device=device)
     seconds = best_time(lambda: a @ b, 5, sync)
     return 2 * n**3 / seconds
+
+
+def gemm_shapes(net, batch, n_samples):
+    """(rows, inputs, outputs) of the matrix products of `mc_predict` on ``batch`` rows.
+
+    The linear layers of `forward_shared` run on ``batch`` rows, those of
+    `forward_stochastic` on ``batch * n_samples``; layers with fewer than 16 outputs
+    (the last of the head) are left out, as no BLAS runs them near its peak.
+    """
+    shared = net.hparams["dropout_position"] == "head"
+    shapes = set()
+    for name, module in net.named_modules():
+        if isinstance(module, torch.nn.Linear) and module.out_features >= 16:
+            if name.startswith("scatter_head"):
+                continue
+            rows = batch if shared and not name.startswith("head") else batch * n_samples
+            shapes.add((rows, module.in_features, module.out_features))
+    return sorted(shapes)
+
+
+def gemm_peak(shapes, device, sync, repeat=5, clock=time.perf_counter):
+    """Best fp32 rate (FLOP/s) of ``x @ W.T + b`` over ``shapes``, and its shape."""
+    rates = {}
+    for rows, n_in, n_out in shapes:
+        x = torch.randn(rows, n_in, device=device)
+        weight = torch.randn(n_out, n_in, device=device)
+        bias = torch.randn(n_out, device=device)
+        seconds = best_time(
+            lambda x=x, w=weight, b=bias: torch.nn.functional.linear(x, w, b), repeat, sync, clock
+        )
+        rates[(rows, n_in, n_out)] = 2 * rows * n_in * n_out / seconds
+    shape = max(rates, key=rates.get)
+    return rates[shape], shape
 
 
 def naive_mc(net, x, n_samples, seed):
@@ -82,10 +115,11 @@ def main():
         rows.append((position, "forward (T=1)", seconds, args.batch / seconds, flops * args.batch))
         seconds = best_time(lambda net=net: mc_predict(net, x, t, seed=0), args.repeat, sync)
         shared_seconds = seconds
-        # work actually done: one shared prefix + T stochastic suffixes, estimated below
-        rows.append((position, f"MC T={t}, shared prefix", seconds, args.batch / seconds, None))
+        # work actually done: the shared prefix once, the stochastic rest T times
+        work = net.forward_flops(t) * args.batch
+        rows.append((position, f"MC T={t}, shared prefix", seconds, args.batch / seconds, work))
         seconds = best_time(lambda net=net: naive_mc(net, x, t, 0), 1, sync)
-        rows.append((position, f"MC T={t}, T full passes", seconds, args.batch / seconds, None))
+        rows.append((position, f"MC T={t}, T full passes", seconds, args.batch / seconds, work))
         rows.append(
             (position, "  saving of the shared prefix", seconds / shared_seconds, None, None)
         )

@@ -19,6 +19,13 @@ Stages, one function each (add a function and list it in `STAGES` to add one):
   Spectrum and its header object (the floor the Spectrum's construction sits on).
 - ``preprocessing``: ms of CPU per spectrum of `astro_spt.preprocess.preprocess` on the
   spectra read, in batches of 256.
+- ``network``: Monte Carlo dropout (`astro_spt.nn.mc_predict`, T = 100, one torch
+  thread) on blocks of the rows `astro_spt.estimate` runs, for the default model and a
+  network of the paper's size (`astro_spt.nn.SpectralTransformer` defaults): ms of CPU
+  per spectrum and the fraction of the fp32 matrix-multiply peak, the best rate of one
+  thread over the products the two networks compute (`bench_nn.gemm_shapes`); work
+  counted by `~astro_spt.nn.SpectralTransformer.forward_flops` (issue 17's target: at
+  least 60 %).
 - ``cli``: ``astro-spt estimate ONE_FILE`` against ``python -c "import torch"``, and
   their ratio (issue 17's target: at most 2.5).
 """
@@ -110,7 +117,67 @@ def bench_cli(files, repeats):
     ]
 
 
-STAGES = {"reading": bench_reading, "preprocessing": bench_preprocessing, "cli": bench_cli}
+def bench_network(files, repeats, n_samples=100):
+    import torch
+    from bench_nn import best_time, gemm_peak, gemm_shapes
+
+    import astro_spt
+    from astro_spt.estimation import _NETWORK_CHUNK
+    from astro_spt.nn import SpectralTransformer, mc_predict
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        torch.manual_seed(0)
+        networks = {
+            "default model": astro_spt.load_model().network.eval(),
+            "paper-size network": SpectralTransformer().eval(),
+        }
+        x = torch.randn(_NETWORK_CHUNK, networks["paper-size network"].hparams["n_inputs"])
+        shapes = sorted(
+            {s for net in networks.values() for s in gemm_shapes(net, len(x), n_samples)}
+        )
+
+        def peak():
+            return gemm_peak(shapes, "cpu", lambda: None, repeats, time.process_time)
+
+        best, shape = peak()
+        rows = []
+        for name, net in networks.items():
+            seconds = best_time(
+                lambda net=net: mc_predict(net, x, n_samples, seed=0),
+                repeats,
+                lambda: None,
+                time.process_time,
+            )
+            rate = net.forward_flops(n_samples) * len(x) / seconds
+            rows.append((name, seconds, rate))
+        best, shape = max((best, shape), peak())  # the best of two, around the MC timings
+    finally:
+        torch.set_num_threads(threads)
+    result = [
+        (
+            "network",
+            f"fp32 GEMM peak, 1 thread ({'x'.join(map(str, shape))})",
+            f"{best / 1e9:.1f}",
+            "GFLOP/s",
+        )
+    ]
+    for name, seconds, rate in rows:
+        label = f"MC T={n_samples}, {name}, blocks of {len(x)}"
+        result += [
+            ("network", label, f"{seconds / len(x) * 1e3:.2f}", "ms CPU / spectrum"),
+            ("network", "  fraction of GEMM peak (target >= 60 %)", f"{rate / best:.0%}", ""),
+        ]
+    return result
+
+
+STAGES = {
+    "reading": bench_reading,
+    "preprocessing": bench_preprocessing,
+    "network": bench_network,
+    "cli": bench_cli,
+}
 
 
 def main(argv=None):

@@ -15,8 +15,8 @@ Prints Markdown tables:
    timed on its own), on a sample;
 3. the network's achieved FLOP/s against the measured fp32 matrix-multiply peak of one
    thread (and of the GPU); the work per spectrum is the shared part of the network once
-   plus the MLP head T times (``SpectralTransformer.forward_flops`` and the split of
-   ``mc_predict``), counted on the padded 64-row blocks the network runs;
+   plus the MLP head T times (``SpectralTransformer.forward_flops(T)``), counted on the
+   padded 64-row blocks the network runs;
 4. the time the 11 million spectra of LAMOST DR9 would take, scaling the measured
    per-worker rate linearly with the number of workers, both the wall-clock rate and
    the rate per CPU second (what a worker would do with a core to itself).
@@ -70,17 +70,6 @@ def paper_size_bundle(files, directory):
         network, PCABasis.fit(flux, n_components=143), labels, preprocess_config=config, tau=4.0
     )
     return str(bundle.save_pretrained(Path(directory) / "paper-size"))
-
-
-def network_flops(network, n_samples):
-    """FLOPs of MC dropout per spectrum: shared part once, the rest ``n_samples`` times."""
-    hp = network.hparams
-    full = network.forward_flops()
-    if hp["dropout_position"] != "head":
-        return n_samples * full  # nearly all of the network is after the first dropout
-    d, h, n_out = hp["d_model"], hp["head_hidden"], hp["n_outputs"]
-    head = 2 * (d * h + h * n_out) + 8 * h  # two linear layers and a GELU (forward_flops)
-    return full - head + n_samples * head
 
 
 def matmul_peak(device, n=2048, repeat=5):
@@ -335,7 +324,7 @@ def main():
             f"{1e3 * seconds / len(sample):.2f} |"
         )
     print()
-    flops = network_flops(bundle.network, bundle.n_samples)
+    flops = bundle.network.forward_flops(bundle.n_samples)
     print(
         f"Network work: {flops / 1e6:.1f} MFLOP per spectrum (shared part once, head "
         f"{bundle.n_samples} times). Matrix-multiply peak (fp32, 2048²): "

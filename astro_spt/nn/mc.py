@@ -102,6 +102,10 @@ def model_precision(
     return dropout * length_scale**2 / (2 * n_train * weight_decay)
 
 
+#: Rows (spectra times passes) that `mc_predict` runs through the stochastic part at once.
+_CHUNK_ROWS = 1024
+
+
 def _spectrum_keys(x: torch.Tensor) -> list[bytes]:
     # The randomness of a spectrum depends on its own input bytes and the seed only,
     # not on its batch or position, so results do not depend on how inputs are batched.
@@ -123,13 +127,35 @@ def _spectrum_rng(seed, key, *stream) -> np.random.Generator:
     return np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, *words, *stream])))
 
 
-def _draw_masks(keys, seed, n_samples, layers) -> np.ndarray:
+def _draw_masks(keys, seed, n_samples, layers, scaled=False) -> np.ndarray:
+    """Masks of the stochastic ``layers``, shape (N, n_samples, total width).
+
+    Spectrum ``i`` keeps a unit where ``_spectrum_rng(seed, keys[i]).random(dtype=float32)``
+    is at least the layer's ``p``, one number per unit and pass, in that order. Boolean
+    keep-masks, or with ``scaled`` float32 masks holding ``1 / (1 - p)`` for kept units
+    and 0 for dropped ones (what `MCDropout` multiplies by).
+    """
     widths = [layer.n_units for layer in layers]
-    keep_above = np.repeat([layer.p for layer in layers], widths).astype(np.float32)
-    masks = np.empty((len(keys), n_samples, sum(widths)), dtype=bool)
+    # numpy's float32 uniform is (next_uint32 >> 8) * 2**-24, so u >= p holds exactly when
+    # next_uint32 >= ceil(p * 2**24) << 8; PCG64 hands out each 64-bit output as two 32-bit
+    # words, low half first. Comparing the raw words draws the same masks bit for bit at
+    # about half the cost of the floats (issue 17).
+    steps = [int(np.ceil(float(np.float32(layer.p)) * 2**24)) for layer in layers]
+    thresholds = np.repeat([min(step << 8, 2**32 - 1) for step in steps], widths)
+    thresholds = thresholds.astype(np.uint32)
+    never = np.repeat([step >= 2**24 for step in steps], widths)  # float32(p) rounded to 1
+    scales = np.repeat([1.0 / (1.0 - layer.p) for layer in layers], widths).astype(np.float32)
+    n_words = n_samples * thresholds.size
+    masks = np.empty((len(keys), n_samples, thresholds.size), dtype=np.float32 if scaled else bool)
     for i, key in enumerate(keys):
-        rng = _spectrum_rng(seed, key)
-        masks[i] = rng.random((n_samples, keep_above.size), dtype=np.float32) >= keep_above
+        raw = _spectrum_rng(seed, key).bit_generator.random_raw(-(-n_words // 2))
+        keep = raw.view(np.uint32)[:n_words].reshape(n_samples, -1) >= thresholds
+        if scaled:
+            np.multiply(keep, scales, out=masks[i])
+        else:
+            masks[i] = keep
+    if never.any():
+        masks[:, :, never] = 0
     return masks
 
 
@@ -152,7 +178,8 @@ def mc_predict(
     The network stays in evaluation mode: only its dropout layers are stochastic, through
     explicit keep-masks, so BatchNorm uses and never updates its running statistics. The
     deterministic part before the first dropout layer runs once per spectrum, not T times
-    (`SpectralTransformer.forward_shared`). The masks of a spectrum are drawn from a
+    (`SpectralTransformer.forward_shared`), and the T passes run together, as one
+    matrix product per layer over all N T rows. The masks of a spectrum are drawn from a
     generator seeded by ``seed`` and the spectrum's own input (or its ``keys`` entry), so a
     seeded run is reproducible and a spectrum's result does not depend on the batch it is
     in.
@@ -160,8 +187,8 @@ def mc_predict(
     Parameters
     ----------
     model : `~astro_spt.nn.SpectralTransformer`
-        The network (any module with ``forward_shared``, ``forward_stochastic`` and
-        ``stochastic_layers``).
+        The network (any module with ``forward_shared``, ``forward_stochastic`` taking
+        ``n_passes`` and ``stochastic_layers``).
     x : `torch.Tensor`, shape (N, n_inputs)
         Inputs.
     n_samples : int, optional
@@ -203,20 +230,31 @@ def mc_predict(
         raise ValueError(f"got {len(keys)} keys for {len(x)} spectra")
 
     layers = model.stochastic_layers()
+    # float32 masks of 0 and 1 / (1 - p): x * (1 / (1 - p)) is what the layer's
+    # x * 1.0 * (1 / (1 - p)) with a boolean mask gives, bit for bit, in one pass
+    scaled = x.dtype == torch.float32
+    # spectra per chunk: about _CHUNK_ROWS rows of passes, so that masks and activations
+    # of a chunk stay in cache (issue 17: 1.5x faster than all passes at once)
+    step = max(1, _CHUNK_ROWS // n_samples)
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
             shared = model.forward_shared(x)
-            expanded = [t.repeat_interleave(n_samples, dim=0) for t in shared]
-            if layers:
-                masks = torch.from_numpy(_draw_masks(keys, seed, n_samples, layers))
-                masks = masks.to(x.device).view(len(x) * n_samples, -1)
-                start = 0
-                for layer in layers:
-                    layer.mask = masks[:, start : start + layer.n_units]
-                    start += layer.n_units
-            samples = model.forward_stochastic(*expanded).view(len(x), n_samples, -1)
+            chunks = []
+            for first in range(0, len(x), step):
+                rows = slice(first, first + step)
+                if layers:
+                    masks = _draw_masks(keys[rows], seed, n_samples, layers, scaled=scaled)
+                    masks = torch.from_numpy(masks).to(x.device)
+                    start = 0
+                    for layer in layers:
+                        layer.mask = masks[:, :, start : start + layer.n_units]
+                        start += layer.n_units
+                chunks.append(
+                    model.forward_stochastic(*(t[rows] for t in shared), n_passes=n_samples)
+                )
+            samples = torch.cat(chunks).view(len(x), n_samples, -1)
     finally:
         for layer in layers:
             layer.mask = None

@@ -15,10 +15,15 @@ class MCDropout(nn.Module):
     """Dropout that can stay stochastic at prediction time without ``model.train()``.
 
     In training mode it is ordinary inverted dropout. In evaluation mode it is the
-    identity, unless Monte Carlo prediction has handed it explicit keep-masks (see
+    identity, unless Monte Carlo prediction has handed it explicit masks (see
     `~astro_spt.nn.mc_predict`): then those masks are applied. MC prediction therefore
     never switches the network to training mode, so BatchNorm keeps using, and never
     updates, its running statistics.
+
+    A mask is boolean (keep or drop), or floating point already holding ``1 / (1 - p)``
+    for kept units and 0 for dropped ones; of shape (N, n_units), or (N, T, n_units) for
+    T passes, applied to input of shape (N * T, n_units) or broadcast against input of
+    shape (N, 1, n_units).
 
     Parameters
     ----------
@@ -72,7 +77,12 @@ class MCDropout(nn.Module):
         [2.0, 0.0, 2.0, 2.0]
         """
         if self.mask is not None:
-            return x * self.mask.to(x.dtype) * (1.0 / (1.0 - self.p))
+            mask = self.mask
+            if x.ndim == 2 and mask.ndim == 3:  # passes folded into the batch axis
+                mask = mask.reshape(-1, mask.shape[-1])
+            if mask.dtype == torch.bool:
+                return x * mask.to(x.dtype) * (1.0 / (1.0 - self.p))
+            return x * mask  # already scaled, as mc_predict hands it over
         if self.training and self.p > 0:
             return F.dropout(x, self.p, training=True)
         return x
@@ -440,18 +450,21 @@ class SpectralTransformer(nn.Module):
         h = self.embed(x)
         return h, self.blocks[0].attend(h)
 
-    def forward_stochastic(self, *shared: torch.Tensor) -> torch.Tensor:
+    def forward_stochastic(self, *shared: torch.Tensor, n_passes: int = 1) -> torch.Tensor:
         """The rest of the network, from the output of `forward_shared`.
 
         Parameters
         ----------
         *shared : `torch.Tensor`
-            The tensors returned by `forward_shared` (repeated T times along the batch
-            axis by Monte Carlo prediction).
+            The tensors returned by `forward_shared`.
+        n_passes : int, optional
+            Number of passes T per spectrum: the result holds T consecutive rows per
+            spectrum, as if every shared row were repeated T times (what Monte Carlo
+            prediction runs, with masks of shape (N, T, n_units) in the dropout layers).
 
         Returns
         -------
-        `torch.Tensor`, shape (N, n_outputs)
+        `torch.Tensor`, shape (N * n_passes, n_outputs)
 
         Examples
         --------
@@ -462,16 +475,22 @@ class SpectralTransformer(nn.Module):
         >>> y = net.forward_stochastic(*net.forward_shared(x))
         >>> y.shape, torch.allclose(y, net(x))
         (torch.Size([4, 2]), True)
+        >>> net.forward_stochastic(*net.forward_shared(x), n_passes=3).shape
+        torch.Size([12, 2])
         """
         if self.hparams["dropout_position"] == "all":
-            h, attended = shared
+            h, attended = (t.repeat_interleave(n_passes, dim=0) for t in shared)
             h = self.blocks[0](h, attended)
             for block in self.blocks[1:]:
                 h = block(h)
-            h = self.norm(h)
-        else:
-            (h,) = shared
-        return self.head(h)
+            return self.head(self.norm(h))
+        (h,) = shared
+        if n_passes == 1:
+            return self.head(h)
+        # The head starts with dropout: its input, the same for the T passes, is broadcast
+        # against the (N, T, d_model) masks instead of being copied T times first.
+        y = self.head(h.unsqueeze(1))
+        return y.expand(-1, n_passes, -1).reshape(-1, y.shape[-1])
 
     def backbone(self, x: torch.Tensor) -> torch.Tensor:
         """The normalised backbone output of the deterministic network, shape (N, d_model).
@@ -592,12 +611,19 @@ class SpectralTransformer(nn.Module):
         """
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
 
-    def forward_flops(self) -> int:
-        """Floating-point operations of one deterministic forward pass per spectrum.
+    def forward_flops(self, n_passes: int = 1) -> int:
+        """Floating-point operations of a forward pass per spectrum, or of T passes.
 
         Counts multiply-adds of the linear layers as two operations each; element-wise
         operations (softmaxes, GELU, BatchNorm) are a few per unit and are included as
-        rough counts.
+        rough counts. With ``n_passes`` T, the work of Monte Carlo prediction
+        (`~astro_spt.nn.mc_predict`): `forward_shared` once and `forward_stochastic`
+        T times.
+
+        Parameters
+        ----------
+        n_passes : int, optional
+            Number of passes T.
 
         Returns
         -------
@@ -609,11 +635,16 @@ class SpectralTransformer(nn.Module):
         >>> net = SpectralTransformer(n_inputs=8, d_model=16, n_heads=2, n_blocks=1)
         >>> net.forward_flops()
         7664
+        >>> net.forward_flops(100)  # the backbone once, the MLP head 100 times
+        42512
         """
         hp = self.hparams
         d, f, h = hp["d_model"], hp["d_ff"], hp["head_hidden"]
-        linear = hp["n_inputs"] * d + hp["n_blocks"] * (4 * d * d + 2 * d * f)
-        linear += d * h + h * hp["n_outputs"]
+        embed = 2 * hp["n_inputs"] * d
         # per block: 2 BN, 2 softmax + enhanced softmax (~5 ops/unit each), GELU (~8 ops)
-        elementwise = hp["n_blocks"] * (4 * d + 3 * 5 * d + 4 * d + 8 * f) + 2 * d + 8 * h
-        return 2 * linear + elementwise
+        attend = 2 * 4 * d * d + 2 * d + 3 * 5 * d + 2 * d
+        rest_of_block = 2 * 2 * d * f + 2 * d + 2 * d + 8 * f
+        head = 2 * (d * h + h * hp["n_outputs"]) + 8 * h
+        total = embed + hp["n_blocks"] * (attend + rest_of_block) + 2 * d + head
+        shared = total - head if hp["dropout_position"] == "head" else embed + attend
+        return shared + n_passes * (total - shared)
