@@ -30,7 +30,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .estimation import _FITS_META_KEYWORDS, _HIDDEN_IN_PRINT, _load, estimate, expand_inputs
+from .estimation import (
+    _FITS_META_KEYWORDS,
+    _HIDDEN_IN_PRINT,
+    _checked_n_jobs,
+    _load,
+    estimate,
+    expand_inputs,
+)
 from .exceptions import AstroSPTError, DamagedPartitionWarning, FailedInputWarning
 
 __all__ = ["MANIFEST_NAME", "estimate_files", "read_results"]
@@ -489,6 +496,7 @@ def estimate_files(
     batch_size: int | None = None,
     device=None,
     large_uncertainty: float | None = None,
+    n_jobs: int | None = None,
     retries: int = 2,
     progress: bool | None = None,
 ):
@@ -534,6 +542,12 @@ def estimate_files(
     seed, n_samples, batch_size, device, large_uncertainty
         As in `~astro_spt.estimate`; ``device`` applies on each worker (``"auto"`` picks
         a worker's GPU where it has one).
+    n_jobs : int or None
+        Processes that read and preprocess each partition's files, as in
+        `~astro_spt.estimate`: with ``client=None`` all cores by default. Dask's worker
+        processes are daemonic and may not start processes, so on a cluster each worker
+        reads its partitions itself (run one single-threaded worker per core, as
+        ``client="local"`` does). Results do not depend on it.
     retries : int
         How often Dask reruns a partition that raised. A partition whose worker died is
         rerun by Dask anyway (up to ``distributed.scheduler.allowed-failures`` times).
@@ -597,6 +611,7 @@ def estimate_files(
             "use astro_spt.estimate for those"
         )
     sources = [source for source, _ in items]
+    _checked_n_jobs(n_jobs)
     bundle = model if isinstance(model, EstimatorBundle) else _load(model)
     seed = 0 if seed is None else int(seed)
     n_samples = bundle.n_samples if n_samples is None else int(n_samples)
@@ -608,6 +623,7 @@ def estimate_files(
         "batch_size": batch_size,
         "device": device,
         "large_uncertainty": large_uncertainty,
+        "n_jobs": n_jobs,
     }
 
     digest = _bundle_digest(bundle)

@@ -12,7 +12,7 @@ from astropy.uncertainty import Distribution
 from specutils import Spectrum, SpectrumList
 
 import astro_spt
-from astro_spt import flags
+from astro_spt import estimation, flags
 from astro_spt.estimation import (
     estimate,
     expand_inputs,
@@ -20,7 +20,7 @@ from astro_spt.estimation import (
     preprocess_inputs,
     samples_distribution,
 )
-from astro_spt.exceptions import AstroSPTError
+from astro_spt.exceptions import AstroSPTError, FailedInputWarning
 from astro_spt.preprocess import PreprocessConfig, preprocess
 
 pytestmark = [
@@ -403,3 +403,72 @@ def test_unusable_elements_of_a_list_are_rows_a_bad_top_level_input_is_refused(
         estimate(42, untrained_bundle)
     with pytest.raises(AstroSPTError, match=r"spectrum\[1\]"):
         estimate(inputs, untrained_bundle, strict=True)
+
+
+# -- issue 17: reading and preprocessing in worker processes ---------------------------
+
+
+@pytest.fixture
+def small_worker_tasks(monkeypatch):
+    """Workers for a few files, in tasks of a few files: the pool's every path is run
+    without reading hundreds of files."""
+    monkeypatch.setattr(estimation, "_MIN_FILES_PER_WORKER", 4)
+    monkeypatch.setattr(estimation, "_WORKER_TASK", 3)
+
+
+def _assert_same_tables(a, b):
+    assert a.colnames == b.colnames
+    for name in a.colnames:
+        left, right = np.asarray(a[name]), np.asarray(b[name])
+        if left.dtype.kind == "f":
+            np.testing.assert_array_equal(left, right, strict=True)
+        else:
+            assert left.tolist() == right.tolist(), name
+
+
+def test_worker_processes_give_the_same_table_bit_for_bit(
+    shared_data, untrained_bundle, tmp_path, small_worker_tasks
+):
+    lrs = shared_data / "lamost-lrs"
+    files = sorted(str(p) for p in (lrs / "dr10" / "spectra").glob("*.fits.gz"))[:20]
+    files += sorted(str(p) for p in (lrs / "dr1" / "spectra").glob("*.fits*"))[:4]
+    files.insert(7, str(tmp_path / "absent.fits.gz"))
+    with pytest.warns(FailedInputWarning, match="1 of 25"):
+        alone = estimate(files, untrained_bundle, n_jobs=1, batch_size=8, n_samples=3)
+    worker_seconds = estimation._WORKER_CPU_SECONDS[0]
+    with pytest.warns(FailedInputWarning, match="1 of 25"):
+        pooled = estimate(files, untrained_bundle, n_jobs=2, batch_size=8, n_samples=3)
+    assert estimation._WORKER_CPU_SECONDS[0] > worker_seconds  # the workers read them
+    _assert_same_tables(alone, pooled)
+    assert alone["message"][7] and not any(alone["message"][:7])
+    assert np.isfinite(pooled["age"][[0, 8, 24]]).all()
+
+
+@pytest.mark.parametrize("n_jobs", [0, -1, 1.5, True, "2"])
+def test_invalid_n_jobs_is_refused(lamost_files, untrained_bundle, n_jobs):
+    with pytest.raises(ValueError, match="n_jobs"):
+        estimate(lamost_files, untrained_bundle, n_jobs=n_jobs)
+
+
+def _estimate_in_daemon(untrained_bundle, files, queue):
+    table = estimate(files, untrained_bundle, n_jobs=2, n_samples=2)
+    queue.put(np.asarray(table["age"]).tolist())
+
+
+def test_a_daemonic_process_estimates_in_itself(lamost_files, untrained_bundle, small_worker_tasks):
+    """Dask's and multiprocessing pools' workers are daemonic and may not start
+    processes: estimate() reads in the process itself there."""
+    import multiprocessing
+
+    files = lamost_files * 4
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    process = context.Process(
+        target=_estimate_in_daemon, args=(untrained_bundle, files, queue), daemon=True
+    )
+    process.start()
+    ages = queue.get(timeout=120)
+    process.join(30)
+    assert process.exitcode == 0
+    expected = estimate(files, untrained_bundle, n_jobs=1, n_samples=2)
+    np.testing.assert_array_equal(ages, np.asarray(expected["age"]))

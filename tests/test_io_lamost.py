@@ -658,3 +658,33 @@ def test_other_surveys_still_go_through_specutils(tmp_path):
     expected = Spectrum.read(path)
     np.testing.assert_array_equal(spec.flux, expected.flux)
     np.testing.assert_array_equal(spec.spectral_axis, expected.spectral_axis)
+
+
+def test_estimation_reads_arrays_bit_identical_to_spectra(shared_data):
+    """estimate() reads LAMOST files into bare arrays (no Spectrum): its preprocessing is
+    the Spectrum path's, bit for bit, on every layout."""
+    from astro_spt.estimation import preprocess_inputs
+    from astro_spt.io import read_spectrum
+
+    files = [str(path) for path in _layout_files(shared_data)]
+    plain = preprocess_inputs(files)
+    spectra = preprocess_inputs([read_spectrum(path) for path in files])
+    for field in ("flux", "ivar", "mask", "flags", "snr", "coverage", "n_repaired", "redshift"):
+        np.testing.assert_array_equal(getattr(plain, field), getattr(spectra, field), strict=True)
+    assert plain.messages == spectra.messages == {}
+
+
+def test_estimating_files_does_not_import_specutils():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, astro_spt\n"
+        "from astro_spt.io import example_files\n"
+        "table = astro_spt.estimate(example_files()[:2], n_samples=2)\n"
+        "assert len(table) == 2 and not table['message'].any(), table\n"
+        "print(sorted(m for m in ('specutils', 'gwcs', 'ndcube', 'matplotlib', 'dask') "
+        "if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr

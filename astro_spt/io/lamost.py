@@ -539,6 +539,21 @@ def _meta(header, arrays, filename, fits_header=None):
     return meta
 
 
+def _plain_fields(arrays, header):
+    """What estimation needs of a file, without a `~specutils.Spectrum`: the arrays and
+    values `_spectrum` and `_meta` give it (``wavelength``, ``flux``, ``ivar``, ``mask``,
+    ``redshift``, ``air``, ``obsid``)."""
+    return {
+        "wavelength": arrays["wavelength"],
+        "flux": arrays["flux"],
+        "ivar": arrays["ivar"],
+        "mask": _bad_pixels(arrays),
+        "redshift": _number(header, "Z"),
+        "air": not bool(header.get("VACUUM", True)),
+        "obsid": int(header["OBSID"]) if isinstance(header.get("OBSID"), int) else None,
+    }
+
+
 def _bad_pixels(arrays):
     flux, ivar = arrays["flux"], arrays["ivar"]
     # ORMASK (bad in at least one exposure) is left out as in SDSS: the coadd of the

@@ -11,7 +11,15 @@ specutils' thirty-odd readers minutes and gigabytes, and a FIFO never returns.
 import os
 
 from . import _fits
-from .lamost import _error, _load_bytes, _primary_is_lamost, _read_source, _spectrum, _text
+from .lamost import (
+    _error,
+    _load_bytes,
+    _plain_fields,
+    _primary_is_lamost,
+    _read_source,
+    _spectrum,
+    _text,
+)
 
 __all__ = ["read_spectrum"]
 
@@ -53,6 +61,29 @@ def read_spectrum(path: str | os.PathLike):
     ('image-log-linear', (3904,))
     """
     name = os.fspath(path)
+    loaded = _load_lamost(path, name)
+    if loaded is not None:
+        arrays, values, header = loaded
+        return _spectrum(arrays, values, name, header)
+    from specutils import Spectrum
+
+    return Spectrum.read(path)
+
+
+def _read_fields(path: str | os.PathLike):
+    """`read_spectrum` for estimation: a LAMOST file as the dict of `_plain_fields`
+    (without building a `~specutils.Spectrum` or importing specutils), any other file as
+    ``Spectrum.read(path)``; the same refusals."""
+    loaded = _load_lamost(path, os.fspath(path))
+    if loaded is not None:
+        return _plain_fields(*loaded[:2])
+    from specutils import Spectrum
+
+    return Spectrum.read(path)
+
+
+def _load_lamost(path, name):
+    """`_load_bytes` of a LAMOST file; `None` for a sane file of another kind."""
     buf = _read_source(path, name)
     try:
         hdus = _fits.parse_hdus(buf)
@@ -62,10 +93,7 @@ def read_spectrum(path: str | os.PathLike):
         if buf.startswith(b"SIMPLE  =") or name.lower().endswith(_FITS_SUFFIXES):
             reason = f"not a LAMOST file, and not a readable FITS file ({exc})"
             raise _error(name, reason) from None
-    else:
-        if _text(hdus[0].header, "TELESCOP") == "LAMOST":
-            arrays, values, header = _load_bytes(buf, name, hdus)
-            return _spectrum(arrays, values, name, header)
-    from specutils import Spectrum
-
-    return Spectrum.read(path)
+        return None
+    if _text(hdus[0].header, "TELESCOP") == "LAMOST":
+        return _load_bytes(buf, name, hdus)
+    return None

@@ -11,6 +11,7 @@ import functools
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import astropy.units as u
 import numpy as np
@@ -140,6 +141,8 @@ class _Row:
 
 
 def _as_list(spectra) -> list:
+    if isinstance(spectra, list) and all(isinstance(item, PlainSpectrum) for item in spectra):
+        return spectra  # without importing specutils (seconds)
     from specutils import Spectrum, SpectrumList
 
     if isinstance(spectra, Spectrum):
@@ -147,7 +150,7 @@ def _as_list(spectra) -> list:
     if isinstance(spectra, SpectrumList | Sequence) and not isinstance(spectra, str | bytes):
         items = list(spectra)
         for index, item in enumerate(items):
-            if not isinstance(item, Spectrum):
+            if not isinstance(item, Spectrum | PlainSpectrum):
                 raise InvalidSpectrumError(
                     f"item {index} is a {type(item).__name__}, not a specutils Spectrum"
                 )
@@ -312,6 +315,47 @@ def _is_per_frequency(unit) -> bool:
     )
 
 
+class PlainSpectrum(NamedTuple):
+    """One spectrum as bare arrays, for readers that skip `~specutils.Spectrum` (private).
+
+    `astro_spt.estimate` reads LAMOST files into these: building the Spectrum would cost
+    half of reading a file and importing specutils seconds. ``preprocess`` takes them in
+    place of a Spectrum and gives the same rows, bit for bit, as for the Spectrum
+    `~astro_spt.io.read_lamost_lrs` builds from the same arrays.
+    """
+
+    wavelength: np.ndarray  # Å, 1-D
+    flux: np.ndarray  # F_lambda in any unit, 1-D
+    ivar: np.ndarray  # inverse variance of the flux
+    mask: np.ndarray  # True for bad pixels
+    redshift: float  # NaN when unknown
+    air: bool
+    meta: dict | None = None  # as a Spectrum's (e.g. the obsid), not used here
+
+
+def _extract_plain(item: PlainSpectrum, redshift, air) -> list[_Row]:
+    """The row of a `PlainSpectrum`, as `_extract` makes it of the equivalent Spectrum."""
+    wavelength = np.asarray(item.wavelength).astype(np.float64)
+    values = np.asarray(item.flux).astype(np.float64)
+    _check_axis(wavelength, values, wavelength.shape)
+    ivar = np.asarray(item.ivar, dtype=np.float64) * 1.0  # as _inverse_variance scales it
+    z = (lambda k: np.full(k, float(item.redshift))) if redshift is None else redshift
+    is_air = bool(item.air) if air is None else air
+    return _rows_of(wavelength, values, ivar, item.mask, z, is_air)
+
+
+def _check_axis(wavelength, values, shape) -> None:
+    if wavelength.ndim != 1 or wavelength.size != values.shape[-1]:
+        raise InvalidSpectrumError(
+            f"spectral axis of shape {shape} does not match flux of shape "
+            f"{values.shape} (bin edges are not supported)"
+        )
+    if wavelength.size < 2:
+        raise InvalidSpectrumError(f"need at least 2 pixels, got {wavelength.size}")
+    if not np.all(np.isfinite(wavelength)):
+        raise InvalidSpectrumError("the spectral axis has non-finite values")
+
+
 def _extract(spectrum, redshift, air) -> list[_Row]:
     """The rows of one Spectrum (several for a 2-D flux)."""
     spectral_axis = u.Quantity(spectrum.spectral_axis)
@@ -328,15 +372,7 @@ def _extract(spectrum, redshift, air) -> list[_Row]:
         wavelength = spectral_axis.value.astype(np.float64)
     else:
         wavelength = spectral_axis.to_value(u.AA, equivalencies=u.spectral())
-    if wavelength.ndim != 1 or wavelength.size != flux.shape[-1]:
-        raise InvalidSpectrumError(
-            f"spectral axis of shape {spectral_axis.shape} does not match flux of shape "
-            f"{flux.shape} (bin edges are not supported)"
-        )
-    if wavelength.size < 2:
-        raise InvalidSpectrumError(f"need at least 2 pixels, got {wavelength.size}")
-    if not np.all(np.isfinite(wavelength)):
-        raise InvalidSpectrumError("the spectral axis has non-finite values")
+    _check_axis(wavelength, flux, spectral_axis.shape)
     flux_unit = flux.unit
     values = flux.value.astype(np.float64)
     ivar = _inverse_variance(spectrum, flux_unit)
@@ -355,7 +391,13 @@ def _extract(spectrum, redshift, air) -> list[_Row]:
         raise InvalidSpectrumError(
             f"uncertainty of shape {ivar.shape} does not match flux of shape {values.shape}"
         )
-    mask = spectrum.mask
+    z = (lambda k: _redshift_of(spectrum, k)) if redshift is None else redshift
+    return _rows_of(wavelength, values, ivar, spectrum.mask, z, air)
+
+
+def _rows_of(wavelength, values, ivar, mask, z, air) -> list[_Row]:
+    """Rows in Å, vacuum, rest frame, from arrays in Å (increasing or decreasing); ``z``
+    the rows' redshifts or a function of their number that gives them."""
     mask = np.zeros(values.shape, bool) if mask is None else np.asarray(mask, dtype=bool)
     if mask.shape != values.shape:
         raise InvalidSpectrumError(
@@ -381,7 +423,7 @@ def _extract(spectrum, redshift, air) -> list[_Row]:
     k = values.shape[0]
     ivar = np.broadcast_to(np.atleast_2d(ivar), values.shape)
     mask = np.broadcast_to(np.atleast_2d(mask), values.shape)
-    z = _redshift_of(spectrum, k) if redshift is None else redshift
+    z = z(k) if callable(z) else z
     rows = []
     shared = {}
     for i in range(k):
@@ -407,7 +449,12 @@ def _collect(spectra, redshift, air, strict) -> tuple[list[_Row], int]:
     """The rows of the spectra, and how many of them have wavelengths of unknown medium
     (taken as vacuum)."""
     items = _as_list(spectra)
-    counts = [int(np.prod(item.flux.shape[:-1])) if item.flux.ndim > 1 else 1 for item in items]
+    counts = [
+        1
+        if isinstance(item, PlainSpectrum) or item.flux.ndim < 2
+        else int(np.prod(item.flux.shape[:-1]))
+        for item in items
+    ]
     total = sum(counts)
     redshift = _per_row(redshift, total, "redshift")
     if air is not None:
@@ -424,10 +471,13 @@ def _collect(spectra, redshift, air, strict) -> tuple[list[_Row], int]:
             # Overflow to inf or NaN is caught downstream as unusable pixels; numpy's
             # warnings about it would only depend on the caller's warning filters.
             with np.errstate(all="ignore"):
-                is_air = _is_air(item) if air is None else bool(air[start])
-                rows.extend(_extract(item, z, bool(is_air)))
-                if is_air is None:
-                    unknown_medium += k
+                if isinstance(item, PlainSpectrum):
+                    rows.extend(_extract_plain(item, z, None if air is None else bool(air[start])))
+                else:
+                    is_air = _is_air(item) if air is None else bool(air[start])
+                    rows.extend(_extract(item, z, bool(is_air)))
+                    if is_air is None:
+                        unknown_medium += k
         except Exception as error:
             # Whatever is wrong with one spectrum (astropy and numpy raise anything from
             # ValueError to IndexError for inconsistent objects) must not abort the batch.
