@@ -26,6 +26,10 @@ Stages, one function each (add a function and list it in `STAGES` to add one):
   thread over the products the two networks compute (`bench_nn.gemm_shapes`); work
   counted by `~astro_spt.nn.SpectralTransformer.forward_flops` (issue 17's target: at
   least 60 %).
+- ``end to end``: `astro_spt.estimate` of the files with the default model (T = 100),
+  in one process and with a worker per core: spectra per CPU second (all processes) and
+  per wall-clock second, the speed-up, and the peak memory of a fresh process for a
+  quarter of the files and for all of them (it must not grow with their number).
 - ``cli``: ``astro-spt estimate ONE_FILE`` against ``python -c "import torch"``, and
   their ratio (issue 17's target: at most 2.5).
 """
@@ -172,10 +176,71 @@ def bench_network(files, repeats, n_samples=100):
     return result
 
 
+def _estimate_cpu(files, n_jobs):
+    """CPU seconds of this process and of the workers, and wall seconds, of one run."""
+    import astro_spt
+    from astro_spt import estimation
+
+    workers = estimation._WORKER_CPU_SECONDS[0]
+    cpu, wall = time.process_time(), time.perf_counter()
+    table = astro_spt.estimate(files, n_jobs=n_jobs, progress=False)
+    cpu = time.process_time() - cpu + estimation._WORKER_CPU_SECONDS[0] - workers
+    assert len(table) == len(files)
+    return cpu, time.perf_counter() - wall
+
+
+def _peak_rss_mb(files):
+    """Peak resident memory (MB) of a fresh process estimating ``files``."""
+    code = (
+        "import resource, sys, astro_spt\n"
+        "astro_spt.estimate(sys.argv[1:], progress=False)\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, *map(str, files)], check=True, capture_output=True
+    )
+    return float(out.stdout.split()[-1])
+
+
+def bench_end_to_end(files, repeats):
+    """`astro_spt.estimate` on the files with the default model (T = 100): spectra per
+    CPU second (this process and its workers) and per second of wall clock, in one
+    process (``n_jobs=1``) and on every core (``n_jobs=None``); peak memory of a fresh
+    process for a quarter of the files and for all of them."""
+    from astro_spt.estimation import _usable_cpus
+
+    files = [str(path) for path in files]
+    _estimate_cpu(files[:8], None)  # model loaded, imports done, outside the timings
+    one = min((_estimate_cpu(files, 1) for _ in range(repeats)), key=lambda r: r[1])
+    _estimate_cpu(files, None)  # the worker processes' server started
+    every = min((_estimate_cpu(files, None) for _ in range(repeats)), key=lambda r: r[1])
+    cores = _usable_cpus()
+    n = len(files)
+    rows = [
+        ("end to end", "n_jobs=1 (target >= 120)", f"{n / one[0]:.0f}", "spectra / CPU s"),
+        ("end to end", "n_jobs=1", f"{n / one[1]:.0f}", "spectra / s wall"),
+        ("end to end", f"n_jobs=None ({cores} cores)", f"{n / every[0]:.0f}", "spectra / CPU s"),
+        ("end to end", f"n_jobs=None ({cores} cores)", f"{n / every[1]:.0f}", "spectra / s wall"),
+        (
+            "end to end",
+            "speed-up on all cores (target >= 1.8 on 2)",
+            f"{one[1] / every[1]:.2f}",
+            "x",
+        ),
+    ]
+    quarter = max(n // 4, 1)
+    rows += [
+        ("end to end", f"peak memory, {k} files", f"{_peak_rss_mb(files[:k]):.0f}", "MB")
+        for k in (quarter, n)
+    ]
+    return rows
+
+
 STAGES = {
     "reading": bench_reading,
     "preprocessing": bench_preprocessing,
     "network": bench_network,
+    "end to end": bench_end_to_end,
     "cli": bench_cli,
 }
 
@@ -185,13 +250,16 @@ def main(argv=None):
     parser.add_argument("--files", type=int, default=200, help="DR10 files to read")
     parser.add_argument("--repeats", type=int, default=3, help="best of this many runs")
     parser.add_argument("--no-cli", action="store_true", help="skip the command-line rows")
+    parser.add_argument(
+        "--stages", nargs="+", choices=list(STAGES), default=list(STAGES), help="stages to run"
+    )
     args = parser.parse_args(argv)
     files = sorted((DATA / "spectra").glob("*.fits.gz"))[: args.files]
     if not files:
         sys.exit(f"no DR10 files under {DATA}")
     rows = []
     for name, stage in STAGES.items():
-        if name == "cli" and args.no_cli:
+        if name not in args.stages or (name == "cli" and args.no_cli):
             continue
         rows += stage(files, args.repeats)
     widths = [max(len(str(row[i])) for row in rows) for i in range(4)]
