@@ -232,6 +232,21 @@ def test_no_progress_off_a_terminal(model, examples, capsys):
     assert capsys.readouterr().err == ""
 
 
+def test_training_progress_counts_epochs(capsys):
+    # fit_network's bar comes from the same helper as estimate's
+    from astro_spt.nn import SpectralTransformer
+    from astro_spt.training import TrainingConfig, fit_network
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(40, 4)), rng.normal(size=(40, 2))
+    for progress in (True, False):
+        net = SpectralTransformer(n_inputs=4, d_model=8, n_heads=2, n_blocks=1)
+        config = TrainingConfig(max_epochs=3)
+        fit_network(net, x[:30], y[:30], x[30:], y[30:], config, progress=progress)
+        err = capsys.readouterr().err
+        assert ("training" in err and "3/3" in err and "epoch" in err) == progress
+
+
 # -- 7. 2-D spectra ------------------------------------------------------------------
 
 

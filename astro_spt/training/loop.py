@@ -11,6 +11,8 @@ from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 
+from .._progress import progress_bar
+
 __all__ = [
     "EarlyStopping",
     "TrainingConfig",
@@ -351,7 +353,7 @@ def fit_network(
     device : str or `torch.device`, optional
         Where to train (default CPU).
     progress : bool, optional
-        Show a progress bar (tqdm, when installed).
+        Show a progress bar of epochs (on standard error).
     callback : callable, optional
         Called as ``callback(epoch, net, history)`` after every epoch.
 
@@ -400,16 +402,9 @@ def fit_network(
     history = TrainingHistory()
     recent = []  # state dicts of the last `patience` epochs
     stopper = EarlyStopping(config.patience, config.min_delta)
-    epochs = range(config.max_epochs)
-    if progress:
-        try:
-            from tqdm.auto import tqdm
-
-            epochs = tqdm(epochs, desc="training", unit="epoch")
-        except ImportError:  # pragma: no cover - tqdm is optional
-            pass
+    bar = progress_bar(config.max_epochs, progress=bool(progress), unit="epoch", desc="training")
     n = len(x_train)
-    for epoch in epochs:
+    for epoch in range(config.max_epochs):
         net.train()
         order = torch.randperm(n, generator=generator).to(device)
         total = 0.0
@@ -431,11 +426,13 @@ def fit_network(
         recent = recent[-config.patience :]
         stop = stopper.update(val)
         history.best_epoch = stopper.best_epoch
+        bar.update()
         if callback is not None:
             callback(epoch, net, history)
         if stop:
             history.stopped_early = True
             break
+    bar.close()
     history.averaged_epochs = list(range(history.n_epochs - len(recent), history.n_epochs))
     net.load_state_dict(average_state_dicts(recent))
     net.eval()
