@@ -1983,7 +1983,6 @@ class EstimatorBundle:
         if seed is None:
             seed = int(np.random.SeedSequence().generate_state(1, np.uint32)[0])
         n_samples = self.n_samples if n_samples is None else n_samples
-        passes = mc_predict(self.network, x, n_samples, seed=seed, keys=keys, return_samples=True)
         n_labels = len(self.labels)
         wanted = set(UNCERTAINTY_SOURCES if sources is None else sources)
         unknown = wanted - set(UNCERTAINTY_SOURCES)
@@ -1991,6 +1990,24 @@ class EstimatorBundle:
             raise ValueError(
                 f"unknown uncertainty sources {sorted(unknown)}; choose from {UNCERTAINTY_SOURCES}"
             )
+        shared = None
+        if (
+            self.uncertainty is not None
+            and "aleatoric" in wanted
+            and self.network.scatter_head is not None
+            and self.network.hparams["dropout_position"] == "head"
+        ):
+            # the backbone output, which the passes and the aleatoric head both read: run once
+            was_training = self.network.training
+            self.network.eval()
+            try:
+                with torch.no_grad():
+                    shared = self.network.forward_shared(x)
+            finally:
+                self.network.train(was_training)
+        passes = mc_predict(
+            self.network, x, n_samples, seed=seed, keys=keys, return_samples=True, shared=shared
+        )
         epistemic = passes.covariance.cpu()
         extra = torch.zeros(len(x), n_labels, n_labels, dtype=torch.float64)
         components = {}
@@ -2011,7 +2028,11 @@ class EstimatorBundle:
             if "epistemic" not in wanted:
                 scale = torch.zeros(n_labels, dtype=torch.float64)
             parts = {}
-            if "aleatoric" in wanted and self.network.scatter_head is not None:
+            if shared is not None:
+                with torch.no_grad():
+                    factor = self.network.scatter_cholesky(shared[0])
+                    parts["aleatoric"] = (factor @ factor.mT).double().cpu()
+            elif "aleatoric" in wanted and self.network.scatter_head is not None:
                 with torch.no_grad():
                     parts["aleatoric"] = self.network.scatter_covariance(x).double().cpu()
             if "noise" in wanted and projection is not None and ivar is not None:

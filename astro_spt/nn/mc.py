@@ -168,6 +168,7 @@ def mc_predict(
     seed: int | None = None,
     keys=None,
     return_samples: bool = False,
+    shared: tuple[torch.Tensor, ...] | None = None,
 ) -> MCPrediction:
     r"""Predict with Monte Carlo dropout: T stochastic passes, their mean and covariance.
 
@@ -202,6 +203,10 @@ def mc_predict(
         default a hash of the spectrum's input values.
     return_samples : bool, optional
         Keep the T passes in the result.
+    shared : tuple of `torch.Tensor` or None, optional
+        ``model.forward_shared(x)`` in evaluation mode, when the caller has computed it
+        (e.g. to read the backbone output for an aleatoric head too); computed here
+        otherwise. The result is the same bit for bit.
 
     Returns
     -------
@@ -240,7 +245,8 @@ def mc_predict(
     model.eval()
     try:
         with torch.no_grad():
-            shared = model.forward_shared(x)
+            if shared is None:
+                shared = model.forward_shared(x)
             chunks = []
             for first in range(0, len(x), step):
                 rows = slice(first, first + step)
