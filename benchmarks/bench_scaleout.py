@@ -2,11 +2,11 @@
 
 Prints Markdown tables:
 
-1. throughput (spectra/s) of ``astro_spt.estimate`` in one process with PyTorch's and
-   BLAS's default threads and with one thread (the work of one Dask worker, without
-   Dask), of ``astro_spt.distributed.estimate_files`` on a ``LocalCluster`` of one and
-   of ``--workers`` single-threaded worker processes (Parquet partitions written to a
-   temporary folder and read back), and of ``estimate`` on one GPU when CUDA is
+1. throughput (spectra/s) of ``astro_spt.estimate`` in one process (``n_jobs=1``: the
+   work of one Dask worker, without Dask) and with its reader processes (``n_jobs=None``,
+   one per core, the default), of ``astro_spt.distributed.estimate_files`` on a
+   ``LocalCluster`` of one and of ``--workers`` single-threaded worker processes
+   (Parquet partitions written to a temporary folder and read back), and of ``estimate`` on one GPU when CUDA is
    available; also per CPU second (the CPU time of all processes involved, which a busy
    shared machine disturbs less than wall-clock time); and whether the cluster's table
    is bit-for-bit the single-process one;
@@ -220,6 +220,7 @@ def main():
     parser.add_argument("--skip-cluster", action="store_true")
     args = parser.parse_args()
 
+    from astro_spt import estimation
     from astro_spt.estimation import estimate
     from astro_spt.exceptions import ModelNotFoundError
     from astro_spt.hub import load_model
@@ -238,12 +239,18 @@ def main():
             bundle = load_model(model)
         hp = bundle.network.hparams
 
-        estimate(files[:64], bundle)  # warm-up: imports, first-call allocations
-        single, t_single, cpu_single = timed(estimate, files, bundle)
-        rows = [(f"1 process ({threads} threads)", t_single, cpu_single, "")]
-        with one_thread():
-            _, t_one, cpu_one = timed(estimate, files, bundle)
-        rows.append(("1 process, 1 thread (one worker's work, no Dask)", t_one, cpu_one, ""))
+        estimate(files[:64], bundle, n_jobs=1)  # warm-up: imports, first-call allocations
+        # estimate() runs one torch and one BLAS thread per process itself
+        single, t_single, cpu_single = timed(estimate, files, bundle, n_jobs=1)
+        rows = [("1 process, n_jobs=1 (one worker's work, no Dask)", t_single, cpu_single, "")]
+        n_readers = estimation._n_workers(None, estimation._expand(files))
+        estimate(files[: 64 * n_readers], bundle)  # the reader processes started
+        readers_cpu = estimation._WORKER_CPU_SECONDS[0]
+        pooled, t_pool, cpu_pool = timed(estimate, files, bundle)
+        cpu_pool += estimation._WORKER_CPU_SECONDS[0] - readers_cpu
+        same = "yes" if same_table(single, pooled) else "NO"
+        name = f"1 process + {n_readers} reader processes (n_jobs=None, the default)"
+        rows.append((name, t_pool, cpu_pool, same))
 
         clusters = {}
         if not args.skip_cluster:
@@ -349,11 +356,15 @@ def main():
     print()
     print("| setup | spectra/s | hours | spectra/s, dedicated cores | hours |")
     print("|---|---|---|---|---|")
-    wall, cpu = n / t_single, n / cpu_single
-    print(
-        f"| 1 process ({threads} threads) | {wall:,.0f} | {hours(wall):,.1f} | "
-        f"{cpu:,.0f} per CPU s | {hours(cpu):,.1f} |"
-    )
+    for name, seconds, cpu_seconds in [
+        ("1 process, n_jobs=1", t_single, cpu_single),
+        (f"1 process + {n_readers} readers", t_pool, cpu_pool),
+    ]:
+        wall, cpu = n / seconds, n / cpu_seconds
+        print(
+            f"| {name} | {wall:,.0f} | {hours(wall):,.1f} | "
+            f"{cpu:,.0f} per CPU s | {hours(cpu):,.1f} |"
+        )
     if clusters:
         _, t_cluster, cpu_cluster, _ = clusters[args.workers]
         for workers in (args.workers, 16, 128, 1024):
