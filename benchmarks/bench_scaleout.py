@@ -3,10 +3,11 @@
 Prints Markdown tables:
 
 1. throughput (spectra/s) of ``astro_spt.estimate`` in one process (``n_jobs=1``: the
-   work of one Dask worker, without Dask) and with its reader processes (``n_jobs=None``,
-   one per core, the default), of ``astro_spt.distributed.estimate_files`` on a
-   ``LocalCluster`` of one and of ``--workers`` single-threaded worker processes
-   (Parquet partitions written to a temporary folder and read back), and of ``estimate`` on one GPU when CUDA is
+   work of one Dask worker, without Dask) and with its reader processes
+   (``n_jobs=None``, one per core, the default), of
+   ``astro_spt.distributed.estimate_files`` on a ``LocalCluster`` of one and of
+   ``--workers`` single-threaded worker processes (Parquet partitions written to a
+   temporary folder and read back), and of ``estimate`` on one GPU when CUDA is
    available; also per CPU second (the CPU time of all processes involved, which a busy
    shared machine disturbs less than wall-clock time); and whether the cluster's table
    is bit-for-bit the single-process one;
