@@ -330,6 +330,12 @@ def add_estimate_parser(subparsers) -> argparse.ArgumentParser:
     _add_hub_options(parser, offline=True)
     parser.add_argument("--samples", type=int, help="Monte Carlo dropout passes per spectrum")
     parser.add_argument("--batch-size", type=int, help="spectra processed at a time")
+    parser.add_argument(
+        "--jobs",
+        "-j",
+        type=int,
+        help="processes that read the files (default: one per core; results are the same)",
+    )
     parser.add_argument("--device", help="cpu (default), cuda, cuda:N or auto")
     parser.add_argument("--seed", type=int, default=0, help="Monte Carlo seed (default 0)")
     parser.add_argument(
@@ -364,7 +370,7 @@ def run_estimate(args: argparse.Namespace) -> int:
 
     # Everything that can be checked is checked before the work, not after it.
     _check_device(args.device)
-    _check_positive(samples=args.samples, batch_size=args.batch_size)
+    _check_positive(samples=args.samples, batch_size=args.batch_size, jobs=args.jobs)
     if args.output:
         _check_output(args.output, overwrite=args.overwrite)
     model = load_model(args.model, **_hub_options(args))
@@ -375,6 +381,7 @@ def run_estimate(args: argparse.Namespace) -> int:
             model,
             n_samples=args.samples,
             batch_size=args.batch_size,
+            n_jobs=args.jobs,
             device=args.device,
             seed=args.seed,
             strict=args.strict,

@@ -227,6 +227,7 @@ def test_train_evaluate_estimate_from_the_shell(shared_data, tmp_path, capsys):
         (["--device", "meta"], "invalid --device 'meta'"),
         (["--samples", "0"], "--samples must be at least 1"),
         (["--batch-size", "-3"], "--batch-size must be at least 1"),
+        (["--jobs", "0"], "--jobs must be at least 1"),
         (["-o", "{tmp}/no/such/folder/out.ecsv"], "is not a folder"),
         (["-o", "{tmp}/a-file/out.ecsv"], "is not a folder"),
         (["-o", "{tmp}"], "format"),
