@@ -21,6 +21,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import threading
 import time
 import uuid
@@ -236,23 +237,32 @@ def _write_table(table, path: Path, output_format: str) -> None:
         # ECSV drops the leading blanks of continuation lines in multi-line strings
         # (specutils' "format not identified" message has some): store them escaped.
         escaped = table.copy(copy_data=False)
-        escaped[_MESSAGE_COLUMN] = [json.dumps(m) if m else "" for m in table[_MESSAGE_COLUMN]]
+        escaped[_MESSAGE_COLUMN] = _messages_converted(table[_MESSAGE_COLUMN], json.dumps)
         _write_atomically(path, lambda tmp: escaped.write(tmp, format=astropy_format))
     else:
         _write_atomically(path, lambda tmp: table.write(tmp, format=astropy_format))
 
 
+def _messages_converted(column, convert):
+    """The ``message`` column with ``convert`` applied to each message, its description
+    kept (assigning a list to a column replaces the column and its description)."""
+    from astropy.table import Column
+
+    return Column([convert(m) if m else "" for m in column], description=column.info.description)
+
+
 def _write_fits(table, path: Path) -> None:
-    from astropy.io import fits
     from astropy.table import QTable
 
+    # Table.write, not fits.table_to_hdu: only the former keeps the columns' descriptions
+    # (in the header's serialized-columns comment, which astropy's reader decodes).
     bare = QTable(table, copy=False)
-    meta, bare.meta = dict(bare.meta), {}
-    hdu = fits.table_to_hdu(bare)
-    for key, keyword in _FITS_META_KEYWORDS.items():
-        if meta.get(key) is not None:
-            hdu.header[keyword] = meta[key]
-    fits.HDUList([fits.PrimaryHDU(), hdu]).writeto(path)
+    bare.meta = {
+        keyword: table.meta[key]
+        for key, keyword in _FITS_META_KEYWORDS.items()
+        if table.meta.get(key) is not None
+    }
+    bare.write(path, format="fits")
 
 
 def _read_table(path: Path, output_format: str):
@@ -262,9 +272,15 @@ def _read_table(path: Path, output_format: str):
         return QTable.read(path, format="parquet")
     if output_format == "ecsv":
         table = QTable.read(path, format="ascii.ecsv")
-        table[_MESSAGE_COLUMN] = [json.loads(m) if m else "" for m in table[_MESSAGE_COLUMN]]
+        table[_MESSAGE_COLUMN] = _messages_converted(table[_MESSAGE_COLUMN], json.loads)
         return table
     table = QTable.read(path, format="fits", hdu=1, character_as_bytes=False)
+    for column in table.itercols():
+        # astropy takes display formats from TDISP, with a width ("F11.2" -> "{:11.2f}")
+        # that widens the printed table; estimate()'s have none (".2f")
+        fixed = re.fullmatch(r"\{:\d+(\.\d+[a-zA-Z])\}", str(column.info.format))
+        if fixed:
+            column.info.format = fixed.group(1)
     header = {key.upper(): value for key, value in table.meta.items()}
     table.meta = {key: header.get(keyword) for key, keyword in _FITS_META_KEYWORDS.items()}
     return table

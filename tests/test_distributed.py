@@ -157,6 +157,25 @@ def test_in_process_equals_estimate(inputs, model_dir, reference, tmp_path, outp
         assert_same_table(read_results(tmp_path), reference)
 
 
+@pytest.mark.parametrize("output_format", ["parquet", "fits", "ecsv"])
+def test_partition_files_keep_units_descriptions_formats(
+    lamost_files, model_dir, tmp_path, output_format
+):
+    if output_format == "parquet":
+        pytest.importorskip("pyarrow")
+    reference = estimate(lamost_files, model_dir)
+    run = {"partition_size": 2, "output_dir": tmp_path, "output_format": output_format}
+    for table in (estimate_files(lamost_files, model_dir, **run), read_results(tmp_path)):
+        assert table.colnames == reference.colnames
+        for name in reference.colnames:
+            got, expected = table[name], reference[name]
+            assert got.info.description == expected.info.description, name
+            assert got.info.description, name
+            assert getattr(got, "unit", None) == getattr(expected, "unit", None), name
+            assert got.info.format == expected.info.format, name
+        assert reference.pformat(max_width=80) == table.pformat(max_width=80)
+
+
 def test_interrupted_run_resumes(inputs, model_dir, reference, tmp_path, monkeypatch, parquet):
     import astro_spt.distributed as module
 
