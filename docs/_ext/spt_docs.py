@@ -10,11 +10,15 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
+
 __all__ = [
     "default_model_figures",
+    "flag_figure",
     "flag_table_rst",
     "markdown_to_rst",
     "model_card_rst",
+    "preprocessing_figure",
     "write_generated",
 ]
 
@@ -302,11 +306,245 @@ def default_model_figures(folder, test_set=TEST_SET, bundle_dir=None) -> list[Pa
     return save_figures(figures, folder, fmt="png", dpi=110)
 
 
+def _save_if_changed(fig, path: Path) -> Path:
+    # as _write_if_changed: an unchanged image keeps its time stamp
+    import io
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    if not path.exists() or path.read_bytes() != buffer.getvalue():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(buffer.getvalue())
+    return path
+
+
+#: The example spectrum of the preprocessing page: a red giant of median S/N 28 per pixel.
+PREPROCESS_EXAMPLE = "spec-55862-B6212_sp06-023.fits.gz"
+
+
+def preprocessing_figure(folder, bundle_dir=None) -> Path:
+    """``preprocessing.png`` in ``folder``: an example LAMOST spectrum as read, and each
+    step of the default model's preprocessing (`EstimatorBundle.preprocess`), with the
+    masked and repaired pixels marked.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     preprocessing_figure(folder).name
+    'preprocessing.png'
+    """
+    import dataclasses
+
+    from matplotlib.figure import Figure
+
+    from astro_spt.bundle import EstimatorBundle
+    from astro_spt.io import example_files
+    from astro_spt.io.reading import read_spectrum
+    from astro_spt.preprocess import DenoiseConfig, NormalizeConfig, preprocess
+
+    bundle_dir = Path(bundle_dir) if bundle_dir is not None else _bundle_dir()
+    model = EstimatorBundle.from_pretrained(bundle_dir)
+    path = next(p for p in example_files() if p.name == PREPROCESS_EXAMPLE)
+    spectrum = read_spectrum(path)
+    seen = model.preprocess(spectrum).spectra  # the network's input, as estimate makes it
+    settings = model.preprocess_settings()
+    unscaled = dataclasses.replace(settings, normalize=NormalizeConfig(method="none"))
+    repaired = preprocess(spectrum, dataclasses.replace(unscaled, denoise=DenoiseConfig(False)))
+    continuum = preprocess(spectrum, unscaled).flux[0] / seen.flux[0]  # what was divided by
+    grid = seen.wavelength.to_value("AA")
+    observed = spectrum.spectral_axis.to_value("AA")
+    flux = spectrum.flux.value
+    masked = np.asarray(spectrum.mask, dtype=bool)
+    not_measured = seen.mask[0]
+    windows = settings.anomalies.standard_mask_windows_aa
+
+    fig = Figure(figsize=(9, 11), layout="constrained")
+    grid_spec = fig.add_gridspec(4, 2, height_ratios=(1, 1, 1, 1.1))
+    read_ax = fig.add_subplot(grid_spec[0, :])
+    steps_ax = fig.add_subplot(grid_spec[1, :], sharex=read_ax)
+    input_ax = fig.add_subplot(grid_spec[2, :], sharex=read_ax)
+    gap_ax, lines_ax = fig.add_subplot(grid_spec[3, 0]), fig.add_subplot(grid_spec[3, 1])
+    for ax in (read_ax, steps_ax, input_ax, gap_ax):
+        for low, high in windows:
+            ax.axvspan(low, high, color="0.9", zorder=0)
+    read_ax.axvspan(0, 0, color="0.9", label="standard mask windows")
+
+    read_ax.plot(observed, flux, color="k", lw=0.4)
+    read_ax.plot(
+        observed[masked], flux[masked], "|", color="tab:red", ms=5, label="masked (ivar 0)"
+    )
+    read_ax.set_xlim(observed[0] - 10, observed[-1] + 10)
+    read_ax.set_ylabel("flux\n(relative calibration)")
+    read_ax.set_title(f"As read: {PREPROCESS_EXAMPLE}, observed vacuum wavelength", loc="left")
+    read_ax.legend(loc="upper right", fontsize=8, ncols=2)
+
+    steps_ax.plot(grid, repaired.flux[0], color="k", lw=0.4, label="on the grid, repaired")
+    steps_ax.plot(
+        grid[not_measured],
+        repaired.flux[0][not_measured],
+        ".",
+        color="tab:orange",
+        ms=2,
+        label=f"repaired or not measured ({not_measured.sum()} of {grid.size:,} pixels)",
+    )
+    steps_ax.plot(grid, continuum, color="tab:blue", lw=1.2, label="pseudo-continuum (step 5)")
+    steps_ax.set_ylim(top=steps_ax.get_ylim()[1] * 1.2)  # room for the legend
+    steps_ax.set_ylabel("flux\n(relative calibration)")
+    spacing = (grid[-1] - grid[0]) / (grid.size - 1)
+    steps_ax.set_title(
+        f"Steps 1–3: rest frame, {grid.size:,} pixels of {spacing:.2f} Å on "
+        f"{grid[0]:,.0f}–{grid[-1]:,.0f} Å, gaps repaired",
+        loc="left",
+    )
+    steps_ax.legend(loc="upper right", fontsize=8, ncols=2)
+
+    input_ax.plot(grid, seen.flux[0], color="k", lw=0.4)
+    input_ax.axhline(1, color="tab:blue", lw=0.8)
+    input_ax.set_ylabel("flux / continuum")
+    level = settings.denoise.level
+    input_ax.set_title(
+        f"Steps 4–5, the model's input: denoised (Haar MODWT, J = {level}), "
+        "divided by the continuum",
+        loc="left",
+    )
+    input_ax.set_xlabel(
+        f"vacuum wavelength (Å), in the rest frame (z = {seen.redshift[0]:.1e}) from step 1"
+    )
+
+    rest = observed / (1 + seen.redshift[0])
+    zoom, near = (grid > 7450) & (grid < 7800), (rest > 7450) & (rest < 7800)
+    gap_ax.plot(rest[near], flux[near], color="0.6", lw=0.8, label="as read")
+    gap_ax.plot(rest[near & masked], flux[near & masked], "|", color="tab:red", ms=5)
+    gap_ax.plot(grid[zoom], repaired.flux[0][zoom], color="k", lw=1, label="repaired")
+    gap_ax.set_xlim(7450, 7800)
+    gap_ax.set_xlabel("rest-frame wavelength (Å)")
+    gap_ax.set_ylabel("flux (relative calibration)")
+    gap_ax.set_title("Zoom: the telluric A band, masked by DR1", loc="left", fontsize=10)
+    gap_ax.plot([], [], "|", color="tab:red", label="masked (ivar 0)")
+    gap_ax.legend(loc="lower left", fontsize=8)
+
+    zoom = (grid > 5140) & (grid < 5220)
+    lines_ax.plot(
+        grid[zoom],
+        repaired.flux[0][zoom] / continuum[zoom],
+        color="0.6",
+        lw=0.8,
+        label="not denoised",
+    )
+    lines_ax.plot(grid[zoom], seen.flux[0][zoom], color="k", lw=1, label="model's input")
+    lines_ax.set_xlim(5140, 5220)
+    lines_ax.set_xlabel("rest-frame wavelength (Å)")
+    lines_ax.set_ylabel("flux / continuum")
+    lines_ax.set_title("Zoom: the Mg b triplet, denoised", loc="left", fontsize=10)
+    lines_ax.legend(loc="lower left", fontsize=8)
+    for ax in (read_ax, steps_ax):
+        ax.tick_params(labelbottom=False)
+    return _save_if_changed(fig, Path(folder) / "preprocessing.png")
+
+
+def flag_figure(folder, test_set=TEST_SET) -> Path:
+    """``flags.png`` in ``folder``: how often each flag is set on the default model's
+    test stars, and how far the flagged stars' ages are off.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     flag_figure(folder).name
+    'flags.png'
+    """
+    from astropy.table import QTable
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import FixedLocator, FormatStrFormatter, NullFormatter
+
+    from astro_spt.flags import FLAGS
+
+    table = QTable.read(test_set)
+    flags = np.asarray(table["flags"])
+    n = len(table)
+    colours = {"info": "tab:blue", "warning": "tab:orange", "bad": "tab:red"}
+
+    fig = Figure(figsize=(8, 9), layout="constrained")
+    rate_ax, error_ax = fig.subplots(2, 1, height_ratios=(1.2, 1))
+    rates = [100 * np.mean((flags & flag.value) != 0) for flag in FLAGS]
+    rows = np.arange(len(FLAGS))
+    rate_ax.barh(rows, rates, color=[colours[flag.severity] for flag in FLAGS])
+    for row, rate in zip(rows, rates, strict=True):
+        rate_ax.text(rate + 0.5, row, f"{rate:.1f} %" if rate else "0", va="center", fontsize=8)
+    rate_ax.set_yticks(rows, [flag.name for flag in FLAGS], fontsize=9)
+    rate_ax.invert_yaxis()
+    rate_ax.set_xlim(0, max(rates) * 1.15 + 1)
+    rate_ax.set_xlabel(f"per cent of the {n} test stars")
+    rate_ax.set_title(
+        f"Flags set on the default model's {n} held-out test stars (mock spectra)", loc="left"
+    )
+    for severity, colour in colours.items():
+        rate_ax.bar(0, 0, color=colour, label=severity)
+    rate_ax.legend(title="severity", loc="lower right", fontsize=8)
+
+    ratio = (table["age"] / table["age_true"]).to_value("")
+    snr = np.asarray(table["snr"])
+    cautious = FLAGS.mask_of("warning") | FLAGS.mask_of("bad")
+    flagged = (flags & cautious) != 0
+    error_ax.scatter(
+        snr[~flagged],
+        ratio[~flagged],
+        s=6,
+        color="0.6",
+        lw=0,
+        label=f"no warning flag ({np.sum(~flagged)})",
+    )
+    styles = iter(
+        zip(
+            "o^sDvP",
+            ("tab:orange", "tab:purple", "tab:red", "tab:brown", "tab:green", "tab:pink"),
+            strict=False,
+        )
+    )
+    for flag in FLAGS:
+        has = (flags & flag.value) != 0
+        if flag.value & cautious and has.any():
+            marker, colour = next(styles)
+            error_ax.scatter(
+                snr[has],
+                ratio[has],
+                s=36,
+                marker=marker,
+                facecolor="none",
+                edgecolor=colour,
+                label=f"{flag.name} ({np.sum(has)})",
+            )
+    error_ax.set_xscale("log")
+    error_ax.set_yscale("log")
+    for axis, ticks in (
+        (error_ax.xaxis, (10, 20, 50, 100, 200, 500)),
+        (error_ax.yaxis, (0.3, 0.5, 1, 2, 4)),
+    ):
+        axis.set_major_locator(FixedLocator(ticks))
+        axis.set_major_formatter(FormatStrFormatter("%g"))
+        axis.set_minor_formatter(NullFormatter())
+    error_ax.axhline(1, color="k", lw=0.8)
+    error = np.abs(ratio - 1)
+    error_ax.set_title(
+        f"Age estimates: median error {100 * np.median(error[~flagged]):.0f} % without a "
+        f"warning flag, {100 * np.median(error[flagged]):.0f} % with one",
+        loc="left",
+    )
+    error_ax.set_xlabel("S/N of the spectrum (g band)")
+    error_ax.set_ylabel("estimated / true age")
+    error_ax.legend(loc="upper right", fontsize=8)
+    return _save_if_changed(fig, Path(folder) / "flags.png")
+
+
 def write_generated(folder) -> None:
-    """Write ``flag_table.rst``, ``model_card.rst`` and the default model's figures
-    (``figures/``, `default_model_figures`) into ``folder``."""
+    """Write ``flag_table.rst``, ``model_card.rst``, the default model's figures
+    (``figures/``, `default_model_figures`) and those of the preprocessing and flags
+    pages (`preprocessing_figure`, `flag_figure`) into ``folder``."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     _write_if_changed(folder / "flag_table.rst", flag_table_rst())
     _write_if_changed(folder / "model_card.rst", model_card_rst())
     default_model_figures(folder / "figures")
+    preprocessing_figure(folder / "figures")
+    flag_figure(folder / "figures")
