@@ -1,9 +1,9 @@
-"""Pages of the astro_spt documentation that are generated from the code at build time.
+"""Pages and figures of the astro_spt documentation generated from the code at build time.
 
 ``docs/conf.py`` calls `write_generated` when Sphinx starts (``builder-inited``), so that
-the flag table and the model card can never drift from the registry and the shipped
-bundle. The functions only need astro_spt and the standard library (no Sphinx, no
-network), so the doctests of the pages can call them too.
+the flag table, the model card and the figures can never drift from the registry, the
+shipped bundle and its test set. The functions only need astro_spt and its dependencies
+(no Sphinx, no network), so the doctests of the pages can call them too.
 """
 
 import json
