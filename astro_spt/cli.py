@@ -227,7 +227,11 @@ def write_table(table, path: str, overwrite: bool = False) -> None:
             flat = {_FITS_META_KEYWORDS.get(k, k[:8].upper()): _ascii(v) for k, v in flat.items()}
             for name in table.colnames:
                 if table[name].dtype.kind in "UO":
+                    info = table[name].info
+                    description, format_ = info.description, info.format
                     table[name] = [_ascii(v) for v in table[name]]
+                    table[name].info.description = description
+                    table[name].info.format = format_
         table.meta = flat
     _write_atomically(path, lambda tmp: table.write(tmp, format=fmt))
 

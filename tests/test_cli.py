@@ -320,3 +320,21 @@ def test_fits_output_holds_non_ascii_text(tmp_path):
     again = QTable.read(tmp_path / "out.fits")
     assert list(again["source"]) == ["sp\\xe9c-\\u03b1.fits", "b.fits"]
     assert again["message"][0] == "\\u03c3 too large"
+
+
+def test_written_tables_keep_column_descriptions(tmp_path):
+    """FITS, ECSV and CSV output of the command line: every column keeps its unit and
+    its description where the format holds one (CSV holds neither)."""
+    import astropy.units as u
+    from astropy.table import QTable
+
+    table = QTable({"age": [3.0, 4.0] * u.Gyr, "source": ["spéc.fits", "b.fits"]})
+    table["age"].info.description = "Age estimate"
+    table["source"].info.description = "File name of the input"
+    for suffix in ("fits", "ecsv"):
+        path = tmp_path / f"out.{suffix}"
+        write_table(table, str(path))
+        again = QTable.read(path)
+        assert again["age"].unit == u.Gyr
+        for name in table.colnames:
+            assert again[name].info.description == table[name].info.description, (suffix, name)
