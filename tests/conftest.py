@@ -1,6 +1,7 @@
 """Shared fixtures (paths to the real LAMOST data beside the checkout) and the Hypothesis
 profiles."""
 
+import os
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,10 @@ from hypothesis import settings
 # marked ``fuzz`` run only when asked for, e.g. with the long profile:
 #   pytest tests/test_fuzz.py -m fuzz --hypothesis-profile=long
 settings.register_profile("ci", derandomize=True, deadline=None, database=None)
-settings.register_profile("long", max_examples=10_000, deadline=None)
+# (ASTRO_SPT_FUZZ_EXAMPLES splits a long run over processes with different seeds)
+settings.register_profile(
+    "long", max_examples=int(os.environ.get("ASTRO_SPT_FUZZ_EXAMPLES", 10_000)), deadline=None
+)
 settings.load_profile("ci")
 
 
