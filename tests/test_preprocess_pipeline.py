@@ -396,3 +396,43 @@ def test_an_extreme_redshift_is_that_row_s_problem():
         result = preprocess([good, good, good], redshift=[0.0, -1.0, 1e300])
     assert (result.flags[1:] & flags.UNREADABLE).all() and sorted(result.messages) == [1, 2]
     assert _same_rows(_rows(result, [0]), preprocess(good, redshift=0.0))
+
+
+def test_the_short_way_of_well_formed_spectra_changes_nothing(monkeypatch, lamost_files):
+    """One-dimensional spectra in vacuum with a finite, increasing rest-frame axis skip the
+    copies and checks of the long way (`pipeline._simple_row`); without the shortcut every
+    row, flag and message is the same."""
+    from astro_spt.io.reading import _read_fields
+    from astro_spt.preprocess import pipeline
+    from astro_spt.preprocess.pipeline import PlainSpectrum
+
+    plain = []
+    for path in lamost_files:
+        fields = _read_fields(path)
+        plain.append(PlainSpectrum(**{k: fields[k] for k in PlainSpectrum._fields if k != "meta"}))
+    w, f, ivar, mask = plain[0][:4]
+    odd = [
+        plain[0]._replace(wavelength=w[::-1], flux=f[::-1], ivar=ivar[::-1], mask=mask[::-1]),
+        plain[0]._replace(air=True),
+        plain[0]._replace(redshift=-2.0),
+        plain[0]._replace(redshift=np.nan),
+        plain[0]._replace(mask=mask[:-1]),
+        plain[0]._replace(mask=None),
+        plain[0]._replace(wavelength=np.where(np.arange(w.size) == 9, np.nan, w)),
+        plain[0]._replace(wavelength=np.sort(np.r_[w[:-1], w[5]])),
+    ]
+    synthetic = [
+        make_spectrum(meta={"z": 0.01, "air": False}),
+        make_spectrum(seed=1, meta={"air": True}),
+        make_spectrum(seed=2, redshift=0.02, meta={"vacuum": True, "redshift": 0.02}),
+    ]
+    spectra = [*plain, *odd, *synthetic]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", AstroSPTWarning)
+        short = preprocess(spectra)
+        monkeypatch.setattr(pipeline, "_simple_row", lambda *args: None)
+        long = preprocess(spectra)
+    assert _same_rows(short, long)
+    assert short.messages == long.messages
+    np.testing.assert_array_equal(short.redshift, long.redshift)
+    assert len(short.messages) >= 3  # the malformed ones took the long way to a message

@@ -4,6 +4,8 @@ numpy's ``nanmedian`` loops over rows in Python for long rows and warns on all-N
 these helpers sort once instead and return NaN quietly for empty rows.
 """
 
+import functools
+
 import numpy as np
 
 __all__ = []
@@ -29,33 +31,49 @@ def nanquantile_rows(values: np.ndarray, q: float) -> np.ndarray:
     return np.where(count > 0, result, np.nan)
 
 
+def median_rows(values: np.ndarray) -> np.ndarray:
+    """``np.median(values, axis=-1)``, bit for bit: NaN for rows with a NaN.
+
+    One vectorised sort is two to three times faster than the partition numpy's median
+    does for rows of a few thousand values.
+    """
+    if values.dtype not in (np.float32, np.float64) or values.shape[-1] == 0:
+        return np.median(values, axis=-1)
+    ordered = np.sort(values, axis=-1)  # NaN sort last
+    half = values.shape[-1] // 2
+    if values.shape[-1] % 2:
+        median = ordered[..., half]
+    else:
+        median = (ordered[..., half - 1] + ordered[..., half]) / 2
+    return np.where(np.isnan(ordered[..., -1]), np.nan, median)
+
+
 def nanmedian_rows(values: np.ndarray) -> np.ndarray:
     """Median of the finite values of each row (NaN for rows with none)."""
     return nanquantile_rows(values, 0.5)
 
 
-def neighbours(good: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Index of the nearest good pixel at or before / at or after each pixel.
+def runs(flagged: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The runs of True values along the last axis (a run ends with its row).
 
-    Returns ``(previous, following)``; ``previous`` is -1 and ``following`` is the row
-    length where there is none.
+    Returns ``(index, first, lengths)``: the flat indices of the True values, in order;
+    for each run, the position in ``index`` of its first pixel; and its length. Work is
+    proportional to the number of flagged pixels, which are few in real spectra.
     """
-    m = good.shape[-1]
-    index = np.arange(m, dtype=np.int32)
-    previous = np.maximum.accumulate(np.where(good, index, np.int32(-1)), axis=-1)
-    following = np.where(good, index, np.int32(m))[..., ::-1]
-    following = np.minimum.accumulate(following, axis=-1)[..., ::-1]
-    return previous, following
+    m = flagged.shape[-1]
+    index = np.flatnonzero(flagged)
+    first = np.ones(index.size, bool)
+    first[1:] = (np.diff(index) != 1) | (index[1:] % m == 0)
+    first = np.flatnonzero(first)
+    return index, first, np.diff(first, append=index.size)
 
 
-def run_lengths(flagged: np.ndarray) -> np.ndarray:
-    """Length of the run of True values each pixel belongs to (0 for False pixels)."""
-    lengths = np.zeros(flagged.shape, dtype=np.int32)
-    rows = np.flatnonzero(flagged.any(axis=-1))
-    if rows.size:
-        previous, following = neighbours(~flagged[rows])
-        lengths[rows] = np.where(flagged[rows], following - previous - 1, 0)
-    return lengths
+def long_runs(flagged: np.ndarray, min_length: int) -> np.ndarray:
+    """True at the pixels of the runs of True values at least ``min_length`` long."""
+    index, _, lengths = runs(flagged)
+    long = np.zeros(flagged.shape, bool)
+    long.reshape(-1)[index[np.repeat(lengths >= min_length, lengths)]] = True
+    return long
 
 
 def fill_gaps(values: np.ndarray, good: np.ndarray) -> np.ndarray:
@@ -65,31 +83,65 @@ def fill_gaps(values: np.ndarray, good: np.ndarray) -> np.ndarray:
     without good pixels become 0 (callers flag them unreadable).
     """
     filled = np.where(good, values, 0).astype(values.dtype, copy=False)
-    rows = np.flatnonzero(~good.all(axis=-1))
-    if rows.size == 0:
+    index, first, lengths = runs(~good)
+    if index.size == 0:
         return filled
     m = values.shape[-1]
-    part, part_good = filled[rows], good[rows]
-    previous, following = neighbours(part_good)
-    has_previous = previous >= 0
-    has_following = following < m
-    left = np.take_along_axis(part, np.clip(previous, 0, m - 1), axis=-1)
-    right = np.take_along_axis(part, np.clip(following, 0, m - 1), axis=-1)
+    flat = filled.reshape(-1)
+    starts = index[first]
+    column = starts % m
+    has_previous = column > 0
+    has_following = column + lengths < m
+    zero = np.zeros((), values.dtype)
+    left = np.where(has_previous, flat[np.where(has_previous, starts - 1, 0)], zero)
+    right = np.where(has_following, flat[np.where(has_following, starts + lengths, 0)], zero)
     left = np.where(has_previous, left, right)
     right = np.where(has_following, right, left)
-    span = np.maximum(following - previous, 1).astype(values.dtype)
-    offset = np.where(has_previous & has_following, np.arange(m, dtype=np.int32) - previous, 0)
-    interpolated = left + (offset.astype(values.dtype) / span) * (right - left)
-    filled[rows] = np.where(part_good, part, interpolated)
+    # Pixel k of a run of length L lies k / (L + 1) of the way from left to right.
+    offset = np.arange(1, index.size + 1) - np.repeat(first, lengths)
+    offset = np.where(np.repeat(has_previous & has_following, lengths), offset, 0)
+    span = np.repeat(lengths + 1, lengths).astype(values.dtype)
+    left, right = np.repeat(left, lengths), np.repeat(right, lengths)
+    flat[index] = left + (offset.astype(values.dtype) / span) * (right - left)
     return filled
+
+
+# Comparators (i, j) that leave the smaller value at i, the larger at j. Median of 7 in 13
+# (Devillard 1998, "Fast median search: an ANSI C implementation", opt_med7, after Paeth),
+# against the 21 of a sorting network.
+_MEDIAN_NETWORKS = {
+    7: (
+        (0, 5), (0, 3), (1, 6), (2, 4), (0, 1), (3, 5), (2, 6),
+        (2, 3), (3, 6), (4, 5), (1, 4), (1, 3), (3, 4),
+    ),
+}  # fmt: skip
+
+
+@functools.lru_cache(maxsize=8)
+def _median_network(window: int) -> tuple[tuple[int, int, bool, bool], ...]:
+    """The comparators that select the median of ``window`` values, as (i, j, whether
+    the minimum is needed, whether the maximum is): the network above, or an odd-even
+    transposition sort, without the minima and maxima the median does not depend on."""
+    network = _MEDIAN_NETWORKS.get(window) or [
+        (i, i + 1) for round_ in range(window) for i in range(round_ % 2, window - 1, 2)
+    ]
+    needed = {window // 2}
+    kept = []
+    for i, j in reversed(network):
+        low, high = i in needed, j in needed
+        if low or high:
+            kept.append((i, j, low, high))
+            needed |= {i, j}
+    return tuple(reversed(kept))
 
 
 def running_median(values: np.ndarray, window: int) -> np.ndarray:
     """Running median of odd width ``window`` along the last axis (edges repeated).
 
-    An odd-even transposition sorting network of element-wise minima and maxima: about
-    twice as fast as `scipy.ndimage.median_filter` for the short windows used here, and
-    it keeps the input's dtype.
+    A selection network of element-wise minima and maxima over shifted copies of the rows
+    (20 whole-array operations for a window of 7): three times as fast as
+    `scipy.ndimage.median_filter` for the short windows used here, and it keeps the
+    input's dtype. Rows must be free of NaN.
     """
     half = window // 2
     m = values.shape[-1]
@@ -98,11 +150,12 @@ def running_median(values: np.ndarray, window: int) -> np.ndarray:
         axis=-1,
     )
     lanes = [padded[..., i : i + m] for i in range(window)]
-    for round_ in range(window):
-        for i in range(round_ % 2, window - 1, 2):
-            low = np.minimum(lanes[i], lanes[i + 1])
-            lanes[i + 1] = np.maximum(lanes[i], lanes[i + 1])
-            lanes[i] = low
+    for i, j, low, high in _median_network(window):
+        a, b = lanes[i], lanes[j]
+        if low:
+            lanes[i] = np.minimum(a, b)
+        if high:
+            lanes[j] = np.maximum(a, b)
     return lanes[half]
 
 
@@ -123,6 +176,21 @@ def box_smooth(values: np.ndarray, width: int) -> np.ndarray:
     return (total[..., width:] - total[..., :-width]) / width
 
 
+def _block_means(blocks: np.ndarray) -> np.ndarray:
+    """``blocks.mean(axis=-1)``, bit for bit, faster for blocks of fewer than 8 values.
+
+    numpy sums so short a last axis one value after the other, as here, but calls its
+    summation loop once per block: several times slower than these whole-array sums.
+    """
+    factor = blocks.shape[-1]
+    if factor >= 8 or blocks.dtype.kind != "f":
+        return blocks.mean(axis=-1)
+    total = blocks[..., 0]
+    for k in range(1, factor):
+        total = total + blocks[..., k]
+    return total / factor
+
+
 def gaussian_smooth(values: np.ndarray, sigma: float) -> np.ndarray:
     """Approximate Gaussian smoothing of standard deviation ``sigma`` pixels.
 
@@ -138,19 +206,21 @@ def gaussian_smooth(values: np.ndarray, sigma: float) -> np.ndarray:
         padded = np.concatenate(
             [values, np.repeat(values[..., -1:], n_blocks * factor - m, axis=-1)], axis=-1
         )
-        blocks = padded.reshape(*values.shape[:-1], n_blocks, factor).mean(axis=-1)
+        blocks = _block_means(padded.reshape(*values.shape[:-1], n_blocks, factor))
         smooth = gaussian_smooth(blocks, sigma / factor)
         # Linear interpolation between block centres, as broadcast arithmetic on
-        # (rows, blocks, factor) rather than a gather: each pixel sits at `offset` blocks
-        # from its block's centre and leans on the previous or the next block.
-        offset = ((np.arange(factor) - (factor - 1) / 2) / factor).astype(values.dtype)
+        # (rows, factor, blocks) rather than a gather: each pixel sits at `offset` blocks
+        # from its block's centre and leans on the previous or the next block. Blocks
+        # last, so that numpy's loops run along rows, not along the few pixels of a block.
+        offset = ((np.arange(factor) - (factor - 1) / 2) / factor).astype(values.dtype)[:, None]
         before = np.concatenate([smooth[..., :1], smooth[..., :-1]], axis=-1)
         after = np.concatenate([smooth[..., 1:], smooth[..., -1:]], axis=-1)
         upsampled = (
-            smooth[..., None]
-            + (smooth - before)[..., None] * np.minimum(offset, 0)
-            + (after - smooth)[..., None] * np.maximum(offset, 0)
+            smooth[..., None, :]
+            + (smooth - before)[..., None, :] * np.minimum(offset, 0)
+            + (after - smooth)[..., None, :] * np.maximum(offset, 0)
         )
+        upsampled = np.swapaxes(upsampled, -1, -2)
         return upsampled.reshape(*values.shape[:-1], n_blocks * factor)[..., :m]
     width = max(1, round(float(np.sqrt(4 * sigma**2 + 1))))
     width += 1 - width % 2

@@ -21,10 +21,11 @@ from ._numerics import (
     MAD_TO_SIGMA,
     fill_gaps,
     gaussian_smooth,
+    long_runs,
+    median_rows,
     nanmedian_rows,
-    neighbours,
-    run_lengths,
     running_median,
+    runs,
 )
 from .config import PreprocessConfig, _pixels
 from .grid import make_wavelength_grid
@@ -121,21 +122,15 @@ def _window_slices(windows, grid: np.ndarray) -> list[slice]:
     return slices
 
 
-def _counted_run_lengths(missing: np.ndarray, counted: np.ndarray) -> np.ndarray:
-    """For each pixel of a run of ``missing`` pixels, how many of the run's pixels are
-    ``counted`` (0 elsewhere); `run_lengths` where every missing pixel counts."""
-    lengths = np.zeros(missing.shape, dtype=np.int32)
-    rows = np.flatnonzero(counted.any(axis=-1))
-    if rows.size:
-        previous, following = neighbours(~missing[rows])
-        # total[k]: counted pixels before pixel k; a run spans previous + 1 to following - 1.
-        total = np.zeros((rows.size, missing.shape[-1] + 1), dtype=np.int32)
-        np.cumsum(counted[rows], axis=-1, out=total[:, 1:])
-        inside = np.take_along_axis(total, following, axis=-1) - np.take_along_axis(
-            total, previous + 1, axis=-1
-        )
-        lengths[rows] = np.where(missing[rows], inside, 0)
-    return lengths
+def _rows_with_long_gap(missing: np.ndarray, counted: np.ndarray, limit: int) -> np.ndarray:
+    """Whether each row has a run of ``missing`` pixels with more than ``limit`` of them
+    ``counted``."""
+    index, first, _ = runs(missing)
+    long_gap = np.zeros(missing.shape[0], bool)
+    if index.size:
+        inside = np.add.reduceat(counted.reshape(-1)[index].astype(np.intp), first)
+        long_gap[index[first][inside > limit] // missing.shape[-1]] = True
+    return long_gap
 
 
 def _dilate(flagged: np.ndarray) -> np.ndarray:
@@ -177,7 +172,7 @@ def _oscillation(flux, covered, settings, pixel_scale_aa):
     min_period = settings.oscillation_min_period_aa / pixel_scale_aa
     # Smoothing as wide as the longest period removes the continuum but not the ripples.
     smooth = gaussian_smooth(flux, max_period)
-    level = np.abs(np.median(smooth[:, ::8], axis=1))
+    level = np.abs(median_rows(smooth[:, ::8]))
     denominator = np.maximum(smooth, 0.1 * level[:, None])
     relative = np.zeros_like(flux)
     np.divide(flux - smooth, denominator, out=relative, where=covered & (denominator > 0))
@@ -325,10 +320,10 @@ def detect_anomalies(
     for window in in_window:
         standard[window] = True
     counted = missing & ~standard
-    long_gap = _counted_run_lengths(missing, counted) > _pixels(settings.max_gap_aa, scale_aa)
+    long_gap = _rows_with_long_gap(missing, counted, _pixels(settings.max_gap_aa, scale_aa))
     n_covered = np.maximum(covered.sum(axis=1), 1)
     too_many = counted.sum(axis=1) > settings.max_missing_fraction * n_covered
-    flag[long_gap.any(axis=1) | too_many] |= _flags.MISSING_VALUES
+    flag[long_gap | too_many] |= _flags.MISSING_VALUES
     for window in in_window:
         n_missing = missing[:, window].sum(axis=1)
         limit = settings.standard_mask_min_fraction * covered[:, window].sum(axis=1)
@@ -348,7 +343,7 @@ def detect_anomalies(
     repaired |= spikes
 
     negative = covered & (filled < 0)
-    negative_run = run_lengths(negative) >= _pixels(settings.negative_min_run_aa, scale_aa)
+    negative_run = long_runs(negative, _pixels(settings.negative_min_run_aa, scale_aa))
     flag[negative_run.any(axis=1)] |= _flags.NEGATIVE_FLUX
     filled = fill_gaps(filled, ~negative_run)
     repaired |= negative_run

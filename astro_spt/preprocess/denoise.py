@@ -10,7 +10,7 @@ stationary wavelet transform with ``norm=True`` is the MODWT.
 import numpy as np
 import pywt
 
-from ._numerics import MAD_TO_SIGMA
+from ._numerics import MAD_TO_SIGMA, median_rows
 from .config import _THRESHOLD_MODES, _THRESHOLD_RULES
 
 __all__ = ["denoise_modwt"]
@@ -21,6 +21,31 @@ def _threshold(values: np.ndarray, limit: np.ndarray, mode: str) -> np.ndarray:
         # sign(x) * max(|x| - limit, 0), in one pass
         return values - np.clip(values, -limit, limit)
     return np.where(np.abs(values) > limit, values, 0)
+
+
+def _haar_imodwt(coefficients: list[np.ndarray]) -> np.ndarray:
+    """``pywt.iswt(coefficients, 'haar', norm=True, axis=-1)`` of 2-D rows, bit for bit.
+
+    PyWavelets inverts an n-D stationary transform with a Python loop over the 2**j
+    shifts of each level, copying the whole array each time: three quarters of the
+    denoising time. For the two-tap Haar filters a level's inverse is one shifted sum,
+    out[i] = (u[i] + v[i - 2**(j-1)]) / 2 with u, v the two filter products, in the
+    products and order of PyWavelets' C code (the tests compare the two): five times
+    faster.
+    """
+    output = coefficients[0]
+    # PyWavelets' filters for the inverse with norm=True: the reconstruction filters
+    # times sqrt(2), in float64, then in the data's precision.
+    rec_lo, rec_hi = (
+        (np.asarray(f) * np.sqrt(2)).astype(output.dtype)
+        for f in pywt.Wavelet("haar").filter_bank[2:]
+    )
+    level = len(coefficients) - 1
+    for index, detail in enumerate(coefficients[1:]):
+        u = rec_lo[0] * output + rec_hi[0] * detail
+        v = rec_lo[1] * output + rec_hi[1] * detail
+        output = (u + np.roll(v, 2 ** (level - 1 - index), axis=-1)) / 2
+    return output
 
 
 def denoise_modwt(
@@ -103,7 +128,7 @@ def denoise_modwt(
     coefficients = pywt.swt(padded, wavelet, level=level, norm=True, trim_approx=True, axis=-1)
     # coefficients = [approximation_J, detail_J, ..., detail_1]
     finest = coefficients[-1]
-    sigma_1 = MAD_TO_SIGMA * np.median(np.abs(finest), axis=-1, keepdims=True)
+    sigma_1 = MAD_TO_SIGMA * median_rows(np.abs(finest))[:, None]
     sigma_1 = sigma_1.astype(finest.dtype)
     factor = float(np.sqrt(2 * np.log(m)))
     for index in range(1, level + 1):
@@ -112,8 +137,11 @@ def denoise_modwt(
             sigma_j = sigma_1 * 2 ** (-(j - 1) / 2)
         else:
             detail = coefficients[index]
-            sigma_j = MAD_TO_SIGMA * np.median(np.abs(detail), axis=-1, keepdims=True)
+            sigma_j = MAD_TO_SIGMA * median_rows(np.abs(detail))[:, None]
         coefficients[index] = _threshold(coefficients[index], sigma_j * factor, mode)
-    restored = pywt.iswt(coefficients, wavelet, norm=True, axis=-1)
+    if wavelet == "haar":
+        restored = _haar_imodwt(coefficients)
+    else:
+        restored = pywt.iswt(coefficients, wavelet, norm=True, axis=-1)
     out[finite] = restored[:, left : left + m]
     return out[0] if one_d else out

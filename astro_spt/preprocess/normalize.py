@@ -7,7 +7,7 @@ candidates (pseudo-continuum, median, per-spectrum standardisation) on a whole b
 
 import numpy as np
 
-from ._numerics import gaussian_smooth
+from ._numerics import gaussian_smooth, median_rows
 from .config import NORMALIZE_METHODS
 
 __all__ = ["NORMALIZE_METHODS", "normalize"]
@@ -20,12 +20,16 @@ _CONTINUUM_FLOOR = 0.05
 def _pseudo_continuum(flux: np.ndarray, weights: np.ndarray, sigma: float) -> np.ndarray:
     weighted = gaussian_smooth(flux * weights, sigma)
     total = gaussian_smooth(weights, sigma)
-    plain = gaussian_smooth(flux, sigma)
-    typical = np.median(total, axis=-1, keepdims=True)
-    # Where (almost) every weight in the kernel is zero, fall back to the plain mean.
+    typical = median_rows(total)[..., None]
+    # Where (almost) every weight in the kernel is zero, fall back to the plain mean
+    # (smoothed only in the rows that need it: each row is smoothed on its own).
     usable = total > 1e-3 * typical
-    continuum = np.where(usable, weighted / np.where(usable, total, 1), plain)
-    level = np.median(continuum, axis=-1, keepdims=True)
+    continuum = np.where(usable, weighted / np.where(usable, total, 1), 0)
+    rows = ~usable.all(axis=-1)
+    if rows.any():
+        plain = gaussian_smooth(flux[rows], sigma)
+        continuum[rows] = np.where(usable[rows], continuum[rows], plain)
+    level = median_rows(continuum)[..., None]
     return np.maximum(continuum, _CONTINUUM_FLOOR * level)
 
 
@@ -88,7 +92,7 @@ def normalize(
     if method == "none":
         scale = np.ones((data.shape[0], 1), dtype=data.dtype)
     elif method == "median":
-        scale = np.median(data, axis=-1, keepdims=True)
+        scale = median_rows(data)[..., None]
     elif method == "standardize":
         offset = data.mean(axis=-1, keepdims=True)
         scale = data.std(axis=-1, keepdims=True)
