@@ -1384,11 +1384,26 @@ def _worker_pool(n_workers):
             )
         else:  # pragma: no cover - macOS, Windows
             context = multiprocessing.get_context("spawn")
+        if not _POOL.get("registered"):
+            import atexit
+
+            # shut down before the interpreter tears its modules down (else the pool's
+            # clean-up at exit prints "Exception ignored" tracebacks)
+            atexit.register(_close_pool)
         _POOL.clear()
+        _POOL["registered"] = True
         _POOL["executor"] = concurrent.futures.ProcessPoolExecutor(n_workers, mp_context=context)
         _POOL["key"] = (n_workers, os.getpid())
         _POOL["pid"] = os.getpid()
     return _POOL["executor"]
+
+
+def _close_pool():
+    if _POOL.get("pid") == os.getpid():
+        _POOL["executor"].shutdown(wait=True, cancel_futures=True)
+    _POOL.pop("executor", None)
+    _POOL.pop("key", None)
+    _POOL.pop("pid", None)
 
 
 def _worker_batch(items, config, options):
