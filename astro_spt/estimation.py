@@ -6,9 +6,9 @@ spectrum never aborts the run (it gets a NaN row and a flag, unless ``strict=Tru
 a spectrum's result does not depend on the batch it was in (see ``_NETWORK_CHUNK``).
 """
 
-import functools
 import glob
 import os
+import threading
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -1050,14 +1050,19 @@ def _load(model):
     return load_model(model)
 
 
-@functools.cache
+_DEFAULT = threading.local()
+
+
 def _embedded_default():
-    """The embedded default model, loaded (and verified) once per process: loading it
+    """The embedded default model, loaded (and verified) once per thread: loading it
     costs ~0.3-2 s of CPU, as much as estimating a hundred spectra. `estimate` leaves the
-    bundle as it found it (the network back on its device)."""
+    bundle as it found it (the network back on its device); one per thread, because Monte
+    Carlo prediction sets the dropout masks on the network in place."""
     from .hub import load_model
 
-    return load_model(None)
+    if getattr(_DEFAULT, "bundle", None) is None:
+        _DEFAULT.bundle = load_model(None)
+    return _DEFAULT.bundle
 
 
 @dataclass
@@ -1367,15 +1372,22 @@ def _batches_in_workers(items, config, n_workers, batch_size, options):
 # server, its first imports and caches) costs ~1 s of wall clock and ~0.1 s of CPU, as
 # much as reading 30 files. Its idle workers exit with this process.
 _POOL = {}
+_POOL_LOCK = threading.Lock()  # estimate() called from several threads shares one pool
 
 
 def _worker_pool(n_workers):
+    with _POOL_LOCK:
+        return _locked_worker_pool(n_workers)
+
+
+def _locked_worker_pool(n_workers):
     import concurrent.futures
     import multiprocessing
 
     if _POOL.get("key") != (n_workers, os.getpid()):  # a forked child starts its own
         if _POOL.get("pid") == os.getpid():
-            _POOL["executor"].shutdown(wait=False, cancel_futures=True)
+            # its workers exit once the tasks given to it (by another thread?) are done
+            _POOL["executor"].shutdown(wait=False)
         if "forkserver" in multiprocessing.get_all_start_methods():
             # forked from one server that imported the reader and the preprocessing once
             context = multiprocessing.get_context("forkserver")

@@ -472,3 +472,35 @@ def test_a_daemonic_process_estimates_in_itself(lamost_files, untrained_bundle, 
     assert process.exitcode == 0
     expected = estimate(files, untrained_bundle, n_jobs=1, n_samples=2)
     np.testing.assert_array_equal(ages, np.asarray(expected["age"]))
+
+
+def test_threads_share_the_worker_pool(lamost_files, untrained_bundle, small_worker_tasks):
+    """estimate() called from two threads at once: one pool, each table as alone. (Each
+    thread has its own bundle: Monte Carlo prediction sets the dropout masks on the
+    network in place, so one bundle is not for two threads at once.)"""
+    import concurrent.futures
+    import copy
+
+    files = lamost_files * 4
+    expected = estimate(files, untrained_bundle, n_jobs=1, n_samples=2)
+    bundles = [untrained_bundle, copy.deepcopy(untrained_bundle)]
+    with concurrent.futures.ThreadPoolExecutor(2) as threads:
+        tables = list(
+            threads.map(lambda bundle: estimate(files, bundle, n_jobs=2, n_samples=2), bundles)
+        )
+    for table in tables:
+        _assert_same_tables(expected, table)
+
+
+def test_the_default_model_is_loaded_once_per_thread():
+    """estimate(model=None) keeps the embedded model for later calls, one per thread (a
+    bundle is not for two threads at once)."""
+    import threading
+
+    first = estimation._embedded_default()
+    assert estimation._embedded_default() is first
+    other = []
+    thread = threading.Thread(target=lambda: other.append(estimation._embedded_default()))
+    thread.start()
+    thread.join()
+    assert other[0] is not first and other[0].name == first.name
