@@ -6,8 +6,10 @@ spectrum never aborts the run (it gets a NaN row and a flag, unless ``strict=Tru
 a spectrum's result does not depend on the batch it was in (see ``_NETWORK_CHUNK``).
 """
 
+import atexit
 import glob
 import os
+import sys
 import threading
 import warnings
 from collections.abc import Mapping
@@ -252,8 +254,7 @@ def _read(item: _Item, strict: bool):
         if isinstance(spectrum, dict):
             from .preprocess.pipeline import PlainSpectrum
 
-            fields = {name: spectrum[name] for name in PlainSpectrum._fields if name != "meta"}
-            return PlainSpectrum(**fields, meta={"obsid": spectrum["obsid"]}), None
+            return PlainSpectrum(**spectrum), None
         from specutils import Spectrum
     if not isinstance(spectrum, Spectrum) or np.ndim(spectrum.flux) != 1:
         # one row per input: a file's 2-D spectrum would give several
@@ -876,6 +877,9 @@ def iter_preprocessed(
         what each spectrum says (see `astro_spt.preprocess.preprocess`).
     starts : iterable of int, optional
         First row of each batch; default ``range(0, n_inputs, batch_size)``.
+    unknown_medium : list or None, optional
+        A list to which the sources whose wavelength medium is unknown are appended,
+        for a caller that warns once for several calls; default: one warning at the end.
 
     Yields
     ------
@@ -1274,7 +1278,7 @@ def _one_thread_each():
         pass
     else:
         stack.enter_context(threadpool_limits(1))
-    torch = __import__("sys").modules.get("torch")
+    torch = sys.modules.get("torch")  # not imported for it
     if torch is not None:
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
@@ -1342,7 +1346,8 @@ def _batches_in_workers(items, config, n_workers, batch_size, options):
             yield _merged(parts)
             done = min(done + batch_size, n)
     except concurrent.futures.process.BrokenProcessPool as err:
-        _POOL.clear()
+        with _POOL_LOCK:
+            _POOL.clear()
         first = done
         warnings.warn(
             f"estimate() continues in one process: its worker processes failed ({err}). A "
@@ -1370,52 +1375,47 @@ def _batches_in_workers(items, config, n_workers, batch_size, options):
 
 # The worker pool, kept for later calls of this process: a worker's start (a fork of the
 # server, its first imports and caches) costs ~1 s of wall clock and ~0.1 s of CPU, as
-# much as reading 30 files. Its idle workers exit with this process.
+# much as reading 30 files. "key" is (workers, the pid that made it): a forked child
+# makes its own.
 _POOL = {}
 _POOL_LOCK = threading.Lock()  # estimate() called from several threads shares one pool
 
 
+def _pool_is_ours() -> bool:
+    return "key" in _POOL and _POOL["key"][1] == os.getpid()
+
+
 def _worker_pool(n_workers):
-    with _POOL_LOCK:
-        return _locked_worker_pool(n_workers)
-
-
-def _locked_worker_pool(n_workers):
     import concurrent.futures
     import multiprocessing
 
-    if _POOL.get("key") != (n_workers, os.getpid()):  # a forked child starts its own
-        if _POOL.get("pid") == os.getpid():
-            # its workers exit once the tasks given to it (by another thread?) are done
-            _POOL["executor"].shutdown(wait=False)
-        if "forkserver" in multiprocessing.get_all_start_methods():
-            # forked from one server that imported the reader and the preprocessing once
-            context = multiprocessing.get_context("forkserver")
-            context.set_forkserver_preload(
-                ["astro_spt.estimation", "astro_spt.preprocess", "astro_spt.io.reading"]
+    with _POOL_LOCK:
+        if _POOL.get("key") != (n_workers, os.getpid()):
+            if _pool_is_ours():
+                # its workers exit once the tasks given to it (by another thread?) are done
+                _POOL["executor"].shutdown(wait=False)
+            if "forkserver" in multiprocessing.get_all_start_methods():
+                # forked from one server that imported the reader and preprocessing once
+                context = multiprocessing.get_context("forkserver")
+                context.set_forkserver_preload(
+                    ["astro_spt.estimation", "astro_spt.preprocess", "astro_spt.io.reading"]
+                )
+            else:  # pragma: no cover - macOS, Windows
+                context = multiprocessing.get_context("spawn")
+            _POOL["executor"] = concurrent.futures.ProcessPoolExecutor(
+                n_workers, mp_context=context
             )
-        else:  # pragma: no cover - macOS, Windows
-            context = multiprocessing.get_context("spawn")
-        if not _POOL.get("registered"):
-            import atexit
-
-            # shut down before the interpreter tears its modules down (else the pool's
-            # clean-up at exit prints "Exception ignored" tracebacks)
-            atexit.register(_close_pool)
-        _POOL.clear()
-        _POOL["registered"] = True
-        _POOL["executor"] = concurrent.futures.ProcessPoolExecutor(n_workers, mp_context=context)
-        _POOL["key"] = (n_workers, os.getpid())
-        _POOL["pid"] = os.getpid()
-    return _POOL["executor"]
+            _POOL["key"] = (n_workers, os.getpid())
+        return _POOL["executor"]
 
 
+@atexit.register
 def _close_pool():
-    if _POOL.get("pid") == os.getpid():
+    """Shut the pool down before the interpreter tears its modules down (else its clean-up
+    at exit prints "Exception ignored" tracebacks)."""
+    if _pool_is_ours():
         _POOL["executor"].shutdown(wait=True, cancel_futures=True)
-    _POOL.pop("executor", None)
-    _POOL.pop("key", None)
-    _POOL.pop("pid", None)
+    _POOL.clear()
 
 
 def _worker_batch(items, config, options):

@@ -87,142 +87,10 @@ def bench_reading(files, repeats):
 # more in bare numpy and PyWavelets for a batch of well-formed spectra in vacuum: every
 # step preprocess takes (resampling with masks and variances, anomaly repair and flags,
 # S/N, denoising, normalisation), without per-spectrum Python, without checks beyond
-# what the arithmetic needs, each step by the fastest of the formulations tried. It gives
-# the same rows as preprocess, bit for bit (checked by every run of the benchmark).
-
-_MAD_TO_SIGMA = 1.482602218505602
-
-
-def _floor_nanmedian(values):
-    """Median of the values of each row that are not NaN (NaN for rows of none)."""
-    ordered = np.sort(values, axis=-1)  # NaN last
-    count = (~np.isnan(ordered)).sum(axis=-1)
-    last = np.maximum(count - 1, 0)
-    position = 0.5 * last
-    below = np.floor(position).astype(np.intp)
-    low = np.take_along_axis(ordered, below[..., None], axis=-1)[..., 0]
-    high = np.take_along_axis(ordered, np.minimum(below + 1, last)[..., None], axis=-1)[..., 0]
-    return np.where(count > 0, low + (position - below) * (high - low), np.nan)
-
-
-def _floor_median_full(values):
-    """np.median along the last axis of rows without NaN (by sorting: faster)."""
-    ordered = np.sort(values, axis=-1)
-    half = values.shape[-1] // 2
-    if values.shape[-1] % 2:
-        return ordered[..., half]
-    return (ordered[..., half - 1] + ordered[..., half]) / 2
-
-
-def _floor_runs(flagged):
-    """Runs of True along rows: flat indices, where each run starts among them, lengths."""
-    m = flagged.shape[-1]
-    index = np.flatnonzero(flagged)
-    first = np.ones(index.size, bool)
-    first[1:] = (np.diff(index) != 1) | (index[1:] % m == 0)
-    first = np.flatnonzero(first)
-    return index, first, np.diff(first, append=index.size)
-
-
-def _floor_fill(values, good):
-    """Linear interpolation over the bad pixels of each row, ends from the nearest."""
-    filled = np.where(good, values, np.float32(0))
-    index, first, lengths = _floor_runs(~good)
-    m, flat = values.shape[-1], filled.reshape(-1)
-    starts = index[first]
-    has_previous = starts % m > 0
-    has_following = starts % m + lengths < m
-    left = np.where(has_previous, flat[np.where(has_previous, starts - 1, 0)], np.float32(0))
-    right = np.where(has_following, flat[np.where(has_following, starts + lengths, 0)], 0)
-    left = np.where(has_previous, left, right)
-    right = np.where(has_following, right, left)
-    offset = np.arange(1, index.size + 1) - np.repeat(first, lengths)
-    offset = np.where(np.repeat(has_previous & has_following, lengths), offset, 0)
-    span = np.repeat(lengths + 1, lengths).astype(np.float32)
-    left, right = np.repeat(left, lengths), np.repeat(right, lengths)
-    flat[index] = left + (offset.astype(np.float32) / span) * (right - left)
-    return filled
-
-
-def _floor_gauss(values, sigma):
-    """Three running means, on block means for wide kernels, linearly interpolated back."""
-    n, m = values.shape
-    factor = int(max(1, min(sigma // 8, m // 64)))
-    if factor > 1:
-        n_blocks = -(-m // factor)
-        padded = np.concatenate(
-            [values, np.repeat(values[:, -1:], n_blocks * factor - m, axis=-1)], axis=-1
-        ).reshape(n, n_blocks, factor)
-        if factor < 8:  # numpy's mean adds so few values one after the other
-            blocks = padded[..., 0]
-            for k in range(1, factor):
-                blocks = blocks + padded[..., k]
-            blocks = blocks / factor
-        else:
-            blocks = padded.mean(axis=-1)
-        smooth = _floor_gauss(blocks, sigma / factor)
-        offset = ((np.arange(factor) - (factor - 1) / 2) / factor).astype(values.dtype)[:, None]
-        before = np.concatenate([smooth[:, :1], smooth[:, :-1]], axis=-1)
-        after = np.concatenate([smooth[:, 1:], smooth[:, -1:]], axis=-1)
-        up = (
-            smooth[:, None, :]
-            + (smooth - before)[:, None, :] * np.minimum(offset, 0)
-            + (after - smooth)[:, None, :] * np.maximum(offset, 0)
-        )
-        return up.transpose(0, 2, 1).reshape(n, n_blocks * factor)[:, :m]
-    width = max(1, round(float(np.sqrt(4 * sigma**2 + 1))))
-    width = min(width + 1 - width % 2, 2 * (m // 2) - 1)
-    smoothed = values
-    for _ in range(3):
-        padded = np.concatenate(
-            [
-                np.repeat(smoothed[:, :1], width // 2 + 1, -1),
-                smoothed,
-                np.repeat(smoothed[:, -1:], width // 2, -1),
-            ],
-            axis=-1,
-            dtype=np.float64,
-        )
-        total = np.cumsum(padded, axis=-1)
-        smoothed = (total[:, width:] - total[:, :-width]) / width
-    return smoothed.astype(values.dtype)
-
-
-def _floor_median7(values):
-    """Running median of 7 (edges repeated): Devillard's 13-comparator network."""
-    m = values.shape[-1]
-    padded = np.concatenate(
-        [np.repeat(values[:, :1], 3, -1), values, np.repeat(values[:, -1:], 3, -1)], -1
-    )
-    p = [padded[:, i : i + m] for i in range(7)]
-    for i, j, low, high in (
-        (0, 5, 1, 1), (0, 3, 1, 1), (1, 6, 1, 1), (2, 4, 1, 1), (0, 1, 0, 1), (3, 5, 1, 1),
-        (2, 6, 1, 1), (2, 3, 0, 1), (3, 6, 1, 0), (4, 5, 1, 0), (1, 4, 1, 1), (1, 3, 0, 1),
-        (3, 4, 1, 0),
-    ):  # fmt: skip
-        a, b = p[i], p[j]
-        if low:
-            p[i] = np.minimum(a, b)
-        if high:
-            p[j] = np.maximum(a, b)
-    return p[3]
-
-
-def _floor_haar_iswt(coefficients):
-    """pywt.iswt(coefficients, 'haar', norm=True) of rows: one shifted sum per level."""
-    import pywt
-
-    output = coefficients[0]
-    rec_lo, rec_hi = (
-        (np.asarray(f) * np.sqrt(2)).astype(output.dtype)
-        for f in pywt.Wavelet("haar").filter_bank[2:]
-    )
-    level = len(coefficients) - 1
-    for index, detail in enumerate(coefficients[1:]):
-        u = rec_lo[0] * output + rec_hi[0] * detail
-        v = rec_lo[1] * output + rec_hi[1] * detail
-        output = (u + np.roll(v, 2 ** (level - 1 - index), axis=-1)) / 2
-    return output
+# what the arithmetic needs, each step by the fastest of the formulations tried. The
+# row-wise kernels (medians, runs, gap filling, smoothing, the Haar inverse) are the
+# package's own, already bare vectorised numpy: the floor removes what preprocess adds
+# around them. It gives the same rows as preprocess, bit for bit (checked by every run).
 
 
 def preprocess_floor(spectra, config):
@@ -231,6 +99,16 @@ def preprocess_floor(spectra, config):
     import pywt
 
     from astro_spt import flags as F
+    from astro_spt.preprocess._numerics import (
+        MAD_TO_SIGMA,
+        fill_gaps,
+        gaussian_smooth,
+        median_rows,
+        nanmedian_rows,
+        running_median,
+        runs,
+    )
+    from astro_spt.preprocess.denoise import _haar_imodwt
 
     g, a, d, norm = config.grid, config.anomalies, config.denoise, config.normalize
     assert (g.spacing, a.spike_window, norm.method) == ("linear", 7, "continuum")
@@ -257,11 +135,11 @@ def preprocess_floor(spectra, config):
     column = np.arange(-(-lengths.max() // 8)) * 8
     inside = column < lengths[:, None]
     pick = np.where(inside, starts[:, None] + column, 0)
-    level = _floor_nanmedian(np.where(inside & good[pick], np.abs(flux[pick]), np.nan))
+    level = nanmedian_rows(np.where(inside & good[pick], np.abs(flux[pick]), np.nan))
     empty = ~np.isfinite(level)
     for i in np.flatnonzero(empty):  # fewer than one valid pixel in eight: rare
         part = slice(starts[i], ends[i])
-        level[i] = _floor_nanmedian(np.where(good[part], np.abs(flux[part]), np.nan)[None])[0]
+        level[i] = nanmedian_rows(np.where(good[part], np.abs(flux[part]), np.nan)[None])[0]
     level = np.where(np.isfinite(level) & (level > 0), level, 1.0)
     # --- linear interpolation onto the grid, with mask and variance
     f = (flux / level[row]).astype(np.float32)
@@ -306,7 +184,7 @@ def preprocess_floor(spectra, config):
             standard[window] = True
             windows.append(window)
     counted = missing & ~standard
-    index, first, _ = _floor_runs(missing)
+    index, first, _ = runs(missing)
     inside = np.add.reduceat(counted.reshape(-1)[index].astype(np.intp), first)
     long_gap = np.zeros(n, bool)
     long_gap[index[first][inside > max(1, round(a.max_gap_aa / scale_aa))] // m] = True
@@ -316,18 +194,18 @@ def preprocess_floor(spectra, config):
         n_missing = missing[:, window].sum(axis=1)
         most = a.standard_mask_min_fraction * covered[:, window].sum(axis=1)
         flags[(n_missing > 0) & (n_missing > most)] |= F.MASKED_STANDARD_REGIONS
-    filled = _floor_fill(out_flux, valid)
-    snr = _floor_nanmedian(np.where(valid, filled * np.sqrt(np.where(valid, out_ivar, 0)), np.nan))
+    filled = fill_gaps(out_flux, valid)
+    snr = nanmedian_rows(np.where(valid, filled * np.sqrt(np.where(valid, out_ivar, 0)), np.nan))
     flags[snr < a.min_snr] |= F.LOW_SNR
     # --- spikes: against a running median, beyond the noise and half the local flux
-    smooth = _floor_median7(filled)
+    smooth = running_median(filled, 7)
     residual = filled - smooth
     sigma = np.full_like(filled, np.nan)
     np.divide(1.0, np.sqrt(out_ivar), out=sigma, where=valid & (out_ivar > 0))
     n_blocks = -(-m // 128)
     blocks = np.full((n, n_blocks * 128), np.nan, np.float32)
     blocks[:, :m] = np.where(valid, np.abs(residual), np.nan)
-    block_scale = _MAD_TO_SIGMA * _floor_nanmedian(blocks.reshape(n, n_blocks, 128))
+    block_scale = MAD_TO_SIGMA * nanmedian_rows(blocks.reshape(n, n_blocks, 128))
     scale = np.fmax(sigma, np.repeat(block_scale, 128, axis=1)[:, :m])
     spikes = (
         valid
@@ -342,18 +220,18 @@ def preprocess_floor(spectra, config):
     filled = np.where(spikes, smooth, filled)
     repaired = missing | spikes
     # --- negative stretches
-    index, _, run = _floor_runs(covered & (filled < 0))
+    index, _, run = runs(covered & (filled < 0))
     negative = np.zeros((n, m), bool)
     negative.reshape(-1)[
         index[np.repeat(run >= max(1, round(a.negative_min_run_aa / scale_aa)), run)]
     ] = True
     flags[negative.any(axis=1)] |= F.NEGATIVE_FLUX
-    filled = _floor_fill(filled, ~negative)
+    filled = fill_gaps(filled, ~negative)
     repaired |= negative
     # --- oscillation: a narrow periodogram peak over its local median power
     max_period = a.oscillation_max_period_aa / scale_aa
-    smooth = _floor_gauss(filled, max_period)
-    denominator = np.maximum(smooth, 0.1 * np.abs(_floor_median_full(smooth[:, ::8]))[:, None])
+    smooth = gaussian_smooth(filled, max_period)
+    denominator = np.maximum(smooth, 0.1 * np.abs(median_rows(smooth[:, ::8]))[:, None])
     relative = np.zeros_like(filled)
     np.divide(filled - smooth, denominator, out=relative, where=covered & (denominator > 0))
     hann = np.hanning(m).astype(np.float32)
@@ -365,7 +243,7 @@ def preprocess_floor(spectra, config):
     n_blocks = -(-n_bins // 32)
     blocks = np.full((n, n_blocks * 32), np.nan, dtype=band.dtype)
     blocks[:, :n_bins] = band
-    baseline = np.repeat(_floor_nanmedian(blocks.reshape(n, n_blocks, 32)), 32, axis=1)[:, :n_bins]
+    baseline = np.repeat(nanmedian_rows(blocks.reshape(n, n_blocks, 32)), 32, axis=1)[:, :n_bins]
     ratio = np.zeros_like(band)
     np.divide(band, baseline, out=ratio, where=baseline > 0)
     peak = np.argmax(ratio, axis=1)
@@ -389,25 +267,24 @@ def preprocess_floor(spectra, config):
     right = left + (-(m + 2 * left)) % block
     padded = np.pad(filled[readable], ((0, 0), (left, right)), mode="symmetric")
     coefficients = pywt.swt(padded, "haar", level=d.level, norm=True, trim_approx=True, axis=-1)
-    sigma_1 = (_MAD_TO_SIGMA * _floor_median_full(np.abs(coefficients[-1]))[:, None]).astype(
-        np.float32
-    )
+    sigma_1 = (MAD_TO_SIGMA * median_rows(np.abs(coefficients[-1]))[:, None]).astype(np.float32)
     factor = float(np.sqrt(2 * np.log(m)))
     for index in range(1, d.level + 1):
         limit = sigma_1 * 2 ** (-(d.level - index) / 2) * factor
         coefficients[index] = coefficients[index] - np.clip(coefficients[index], -limit, limit)
     clean = filled
-    clean[readable] = _floor_haar_iswt(coefficients)[:, left : left + m]
+    clean[readable] = _haar_imodwt(coefficients)[:, left : left + m]
     # --- division by the inverse-variance weighted pseudo-continuum
     sigma = norm.continuum_sigma_aa / scale_aa
-    weighted = _floor_gauss(clean * weights, sigma)
-    total = _floor_gauss(weights, sigma)
-    usable = total > 1e-3 * _floor_median_full(total)[:, None]
+    weighted = gaussian_smooth(clean * weights, sigma)
+    total = gaussian_smooth(weights, sigma)
+    usable = total > 1e-3 * median_rows(total)[:, None]
     continuum = np.where(usable, weighted / np.where(usable, total, 1), 0)
     rows = ~usable.all(axis=1)
     if rows.any():
-        continuum[rows] = np.where(usable[rows], continuum[rows], _floor_gauss(clean[rows], sigma))
-    continuum = np.maximum(continuum, 0.05 * _floor_median_full(continuum)[:, None])
+        plain = gaussian_smooth(clean[rows], sigma)
+        continuum[rows] = np.where(usable[rows], continuum[rows], plain)
+    continuum = np.maximum(continuum, 0.05 * median_rows(continuum)[:, None])
     ok = np.all(np.isfinite(continuum) & (continuum > 0), axis=1, keepdims=True)
     normalized = np.where(ok, clean / np.where(ok, continuum, 1), np.nan)
     unreadable |= ~np.all(np.isfinite(normalized), axis=1)
@@ -429,16 +306,10 @@ def preprocess_floor(spectra, config):
 
 
 def _plain_spectra(files):
-    """The files as `astro_spt.estimate` reads them: `PlainSpectrum` (estimation._read)."""
-    from astro_spt.io.reading import _read_fields
-    from astro_spt.preprocess.pipeline import PlainSpectrum
+    """The files as `astro_spt.estimate` reads them (`PlainSpectrum`)."""
+    from astro_spt.estimation import _expand, _read
 
-    spectra = []
-    for path in files:
-        fields = _read_fields(path)
-        values = {name: fields[name] for name in PlainSpectrum._fields if name != "meta"}
-        spectra.append(PlainSpectrum(**values, meta={"obsid": fields["obsid"]}))
-    return spectra
+    return [_read(item, strict=True)[0] for item in _expand([str(path) for path in files])]
 
 
 def _floor_difference(result, floor):

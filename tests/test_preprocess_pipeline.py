@@ -406,10 +406,7 @@ def test_the_short_way_of_well_formed_spectra_changes_nothing(monkeypatch, lamos
     from astro_spt.preprocess import pipeline
     from astro_spt.preprocess.pipeline import PlainSpectrum
 
-    plain = []
-    for path in lamost_files:
-        fields = _read_fields(path)
-        plain.append(PlainSpectrum(**{k: fields[k] for k in PlainSpectrum._fields if k != "meta"}))
+    plain = [PlainSpectrum(**_read_fields(path)) for path in lamost_files]
     w, f, ivar, mask = plain[0][:4]
     odd = [
         plain[0]._replace(wavelength=w[::-1], flux=f[::-1], ivar=ivar[::-1], mask=mask[::-1]),

@@ -541,8 +541,8 @@ def _meta(header, arrays, filename, fits_header=None):
 
 def _plain_fields(arrays, header):
     """What estimation needs of a file, without a `~specutils.Spectrum`: the arrays and
-    values `_spectrum` and `_meta` give it (``wavelength``, ``flux``, ``ivar``, ``mask``,
-    ``redshift``, ``air``, ``obsid``)."""
+    values `_spectrum` and `_meta` give it, as the fields of a
+    `~astro_spt.preprocess.pipeline.PlainSpectrum` (``meta`` holds the ``obsid``)."""
     return {
         "wavelength": arrays["wavelength"],
         "flux": arrays["flux"],
@@ -550,7 +550,7 @@ def _plain_fields(arrays, header):
         "mask": _bad_pixels(arrays),
         "redshift": _number(header, "Z"),
         "air": not bool(header.get("VACUUM", True)),
-        "obsid": int(header["OBSID"]) if isinstance(header.get("OBSID"), int) else None,
+        "meta": {"obsid": int(header["OBSID"]) if isinstance(header.get("OBSID"), int) else None},
     }
 
 
