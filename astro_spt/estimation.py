@@ -7,6 +7,7 @@ a spectrum's result does not depend on the batch it was in (see ``_NETWORK_CHUNK
 """
 
 import atexit
+import contextlib
 import glob
 import os
 import sys
@@ -420,6 +421,114 @@ def _predict_block(bundle, result, rows, n_samples, seed, keep_samples, device, 
     )
 
 
+@dataclass(frozen=True)
+class _NetworkSettings:
+    """What `_estimate_rows` needs of `estimate`'s arguments (sent to worker processes)."""
+
+    n_samples: int
+    seed: int
+    return_samples: bool
+    sources: object
+    strict: bool
+    large_uncertainty: float
+
+
+@dataclass
+class _Estimated:
+    """What `estimate` keeps of one batch of inputs.
+
+    ``rows`` are every row of the batch, read or not, with their ``flags``; ``valued``
+    the rows that got values, with their ``mean``, ``std``, ``samples`` (or None) and
+    ``components``; ``obsids`` and ``messages`` are keyed by row.
+    """
+
+    rows: np.ndarray
+    flags: np.ndarray
+    obsids: dict
+    messages: dict
+    valued: np.ndarray
+    mean: np.ndarray
+    std: np.ndarray
+    samples: object
+    components: dict
+
+    def shifted(self, first):
+        """The same with rows counted from ``first`` (a worker's task numbers its own)."""
+        import dataclasses
+
+        return dataclasses.replace(
+            self,
+            rows=self.rows + first,
+            valued=self.valued + first,
+            obsids={first + k: v for k, v in self.obsids.items()},
+            messages={first + k: v for k, v in self.messages.items()},
+        )
+
+
+def _estimate_rows(bundle, items, batch, settings, device, done=None):
+    """The network part of `estimate` on one batch of `iter_preprocessed`: projection,
+    predictive distribution, OOD test and the flags and messages that depend on the rows
+    only, as an `_Estimated` (rows numbered as the batch numbers them; ``items[row]`` is
+    the row's input). ``done(n)`` counts spectra for a progress bar.
+    """
+    rows_ok, result, obsids, messages = batch
+    messages = dict(messages)
+    rows = np.array(sorted(set(rows_ok.tolist()) | set(messages)), dtype=int)
+    flags = np.zeros(len(rows), dtype=_flags.FLAG_DTYPE)
+    n_labels = len(bundle.labels)
+    nothing = np.zeros((0, n_labels))
+    estimated = _Estimated(
+        rows, flags, obsids, messages, np.zeros(0, int), nothing, nothing, None, {}
+    )
+    if settings.return_samples:
+        estimated.samples = np.zeros((0, settings.n_samples, n_labels))
+    unread = sorted(set(messages) - set(rows_ok.tolist()))
+    flags[np.searchsorted(rows, unread)] |= _flags.UNREADABLE  # the file could not be read
+    usable = np.zeros(0, bool) if result is None else np.all(np.isfinite(result.flux), axis=1)
+    if done is not None:  # the spectra that reach no network count now, the others by block
+        done(len(rows) - int(usable.sum()))
+    if result is None:
+        return estimated
+    flags[np.searchsorted(rows, rows_ok)] |= result.flags
+    if not usable.any():
+        return estimated
+    valued = rows_ok[usable]
+    at = np.searchsorted(rows, valued)  # the valued rows' positions in rows
+    with np.errstate(all="ignore"):  # overflow is caught below, as unphysical
+        mean, std, draws, ood, parts = _predict_block(
+            bundle,
+            result,
+            np.flatnonzero(usable),
+            settings.n_samples,
+            settings.seed,
+            settings.return_samples,
+            device,
+            settings.sources,
+            done=done,
+        )
+    if ood is not None:
+        flags[at[ood]] |= _flags.OUT_OF_DISTRIBUTION
+    with np.errstate(all="ignore"):
+        if bundle.reference is not None:
+            flags[at[bundle.outside_label_range(mean)]] |= _flags.OUTSIDE_LABEL_RANGE
+        large = bundle.large_uncertainty(mean, std, settings.large_uncertainty)
+    flags[at[large]] |= _flags.LARGE_UNCERTAINTY
+    unphysical = _unphysical(bundle, mean, std)
+    for k, message in unphysical.items():
+        if settings.strict:
+            raise InvalidSpectrumError(f"{items[valued[k]].source}: {message}")
+        messages[int(valued[k])] = message
+        flags[at[k]] |= _flags.UNPHYSICAL_VALUE
+    keep = np.ones(len(valued), bool)
+    keep[list(unphysical)] = False
+    estimated.valued = valued[keep]
+    estimated.mean, estimated.std = mean[keep], std[keep]
+    estimated.components = {name: part[keep] for name, part in parts.items()}
+    if settings.return_samples:
+        estimated.samples = draws[keep]
+    return estimated
+
+
 def estimate(
     spectra,
     model=None,
@@ -597,58 +706,30 @@ def estimate(
             bundle.network.to(device)
         except Exception as err:
             raise AstroSPTError(f"cannot move the model to device {device}: {err}") from err
-        for rows_ok, result, batch_obsids, batch_messages in _preprocessed_batches(
-            items, config, n_jobs, batch_size=batch_size, strict=strict, redshift=redshift, air=air
+        settings = _NetworkSettings(n_samples, seed, return_samples, sources, strict, fraction)
+        for part in _estimated_batches(
+            items,
+            config,
+            n_jobs,
+            bundle,
+            settings,
+            device,
+            bar.update,
+            batch_size=batch_size,
+            strict=strict,
+            redshift=redshift,
+            air=air,
         ):
-            # the spectra of the batch that reach no network count now, the others by block
-            n_usable = 0 if result is None else int(np.all(np.isfinite(result.flux), 1).sum())
-            bar.update(len(set(rows_ok.tolist()) | set(batch_messages)) - n_usable)
-            messages.update(batch_messages)
-            for row, obsid in batch_obsids.items():
+            flags[part.rows] |= part.flags
+            messages.update(part.messages)
+            for row, obsid in part.obsids.items():
                 obsids[row] = obsid
-            for row in set(batch_messages) - set(rows_ok.tolist()):
-                flags[row] |= _flags.UNREADABLE  # the file could not be read
-            if result is None:
-                continue
-            flags[rows_ok] |= result.flags
-            usable = np.all(np.isfinite(result.flux), axis=1)
-            if not usable.any():
-                continue
-            rows = rows_ok[usable]
-            with np.errstate(all="ignore"):  # overflow is caught below, as unphysical
-                mean, std, draws, ood, parts = _predict_block(
-                    bundle,
-                    result,
-                    np.flatnonzero(usable),
-                    n_samples,
-                    seed,
-                    return_samples,
-                    device,
-                    sources,
-                    done=bar.update,
-                )
-            if ood is not None:
-                flags[rows[ood]] |= _flags.OUT_OF_DISTRIBUTION
-            with np.errstate(all="ignore"):
-                if bundle.reference is not None:
-                    flags[rows[bundle.outside_label_range(mean)]] |= _flags.OUTSIDE_LABEL_RANGE
-                large = bundle.large_uncertainty(mean, std, fraction)
-            flags[rows[large]] |= _flags.LARGE_UNCERTAINTY
-            unphysical = _unphysical(bundle, mean, std)
-            for k, message in unphysical.items():
-                if strict:
-                    raise InvalidSpectrumError(f"{items[rows[k]].source}: {message}")
-                messages[int(rows[k])] = message
-                flags[rows[k]] |= _flags.UNPHYSICAL_VALUE
-            keep = np.ones(len(rows), bool)
-            keep[list(unphysical)] = False
-            rows = rows[keep]
-            values[rows] = mean[keep]
-            errors[rows] = std[keep]
-            for name, part in parts.items():
-                components.setdefault(name, np.full((n, n_labels), np.nan))[rows] = part[keep]
+            values[part.valued] = part.mean
+            errors[part.valued] = part.std
+            for name, value in part.components.items():
+                components.setdefault(name, np.full((n, n_labels), np.nan))[part.valued] = value
             if return_samples:
-                samples[rows] = draws[keep]
+                samples[part.valued] = part.samples
     finally:
         bar.close()
         if _network_device(bundle) != original_device:
@@ -1269,8 +1350,6 @@ def _one_thread_each():
     threads made the batched 143×143 inverses of the gappy PCA 20× slower in CPU time,
     and torch's two threads the network 2×; the results are the same bit for bit.
     """
-    import contextlib
-
     stack = contextlib.ExitStack()
     try:
         from threadpoolctl import threadpool_limits
@@ -1286,18 +1365,52 @@ def _one_thread_each():
     return stack
 
 
-def _preprocessed_batches(items, config, n_jobs, *, batch_size, **options):
-    """`iter_preprocessed`'s batches, read and preprocessed in worker processes when
-    ``n_jobs`` and the number of files call for them, with one thread per process."""
+def _estimated_batches(
+    items, config, n_jobs, bundle, settings, device, done, *, batch_size, **options
+):
+    """`estimate`'s batches as `_Estimated` parts, with one thread per process.
+
+    With worker processes (``n_jobs`` and the number of files call for them) and the
+    network on the CPU, the workers run the whole pipeline (read, preprocess, network,
+    flags), each on tasks of ``_WORKER_TASK`` files, the model sent to each worker once;
+    this process only merges. On another device the workers read and preprocess, this
+    process runs the network. Either way the network sees the blocks of
+    ``_NETWORK_CHUNK`` rows that make a row's result independent of its batch, so the
+    results are the same bit for bit.
+    """
     n_workers = _n_workers(n_jobs, items)
     with _one_thread_each():
         if n_workers == 0:
-            yield from iter_preprocessed(items, config, batch_size=batch_size, **options)
-        else:
-            yield from _batches_in_workers(items, config, n_workers, batch_size, options)
+            for batch in iter_preprocessed(items, config, batch_size=batch_size, **options):
+                yield _estimate_rows(bundle, items, batch, settings, device, done)
+            return
+        shipped = _shipped(bundle) if device.type == "cpu" else None
+        try:
+            network = None if shipped is None else (*shipped, settings)
+            for first, part in _batches_in_workers(
+                items, config, n_workers, batch_size, options, network
+            ):
+                if network is None:  # a preprocessed batch: the network runs here
+                    yield _estimate_rows(bundle, items, part, settings, device, done)
+                elif isinstance(part, _Estimated):
+                    done(len(part.rows))
+                    yield part.shifted(first)
+                else:  # the workers failed: this process goes on with the rest
+                    yield _estimate_rows(bundle, items, part, settings, device, done)
+        finally:
+            if shipped is not None:
+                _unship(shipped[0])
 
 
-def _batches_in_workers(items, config, n_workers, batch_size, options):
+def _batches_in_workers(items, config, n_workers, batch_size, options, network=None):
+    """Yields ``(first, part)``.
+
+    Without ``network``: each batch of ``batch_size`` items read and preprocessed by the
+    workers, merged into one batch of `iter_preprocessed` (``first`` 0: its rows count
+    from the first item). With ``network`` (``(key, path, settings)``, see `_shipped`):
+    each task's `_Estimated`, its rows counted from ``first``. Should the workers fail,
+    the rest is read here and comes as batches of `iter_preprocessed` (``first`` 0).
+    """
     import collections
     import concurrent.futures
     import itertools
@@ -1310,7 +1423,8 @@ def _batches_in_workers(items, config, n_workers, batch_size, options):
             try:
                 per_item[name] = np.broadcast_to(value, (n,))
             except ValueError:  # iter_preprocessed says what is wrong with it
-                yield from iter_preprocessed(items, config, batch_size=batch_size, **options)
+                for batch in iter_preprocessed(items, config, batch_size=batch_size, **options):
+                    yield 0, batch
                 return
     executor = _worker_pool(n_workers)
 
@@ -1319,11 +1433,12 @@ def _batches_in_workers(items, config, n_workers, batch_size, options):
         for first in range(start, min(start + batch_size, n), _WORKER_TASK):
             last = min(first + _WORKER_TASK, start + batch_size, n)
             task = {**options, **{k: v[first:last] for k, v in per_item.items()}}
-            tasks.append((first, executor.submit(_worker_batch, items[first:last], config, task)))
+            future = executor.submit(_worker_batch, items[first:last], config, task, network)
+            tasks.append((first, last, future))
         return tasks
 
-    # Two batches ahead: the workers read while this process runs the network, and at
-    # most three batches are in memory whatever the number of files.
+    # Two batches ahead: the workers work while this process merges (or runs the
+    # network), and at most three batches are in memory whatever the number of files.
     starts = iter(range(0, n, batch_size))
     unknown_medium = []
     pending = collections.deque()
@@ -1336,15 +1451,20 @@ def _batches_in_workers(items, config, n_workers, batch_size, options):
             if start is not None:
                 pending.append(submit(start))
             parts = []
-            for first, future in tasks:
-                (rows, result, obsids, messages), caught, unknown, seconds = future.result()
+            for first, last, future in tasks:
+                part, caught, unknown, seconds = future.result()
                 _WORKER_CPU_SECONDS[0] += seconds
                 unknown_medium.extend(unknown)
                 for message, category, filename, lineno in caught:
                     warnings.warn_explicit(message, category, filename, lineno)
-                parts.append((first, rows, result, obsids, messages))
-            yield _merged(parts)
-            done = min(done + batch_size, n)
+                if network is not None:
+                    yield first, part
+                    done = last
+                else:
+                    parts.append((first, *part))
+            if network is None:
+                yield 0, _merged(parts)
+                done = min(done + batch_size, n)
     except concurrent.futures.process.BrokenProcessPool as err:
         with _POOL_LOCK:
             _POOL.clear()
@@ -1364,11 +1484,11 @@ def _batches_in_workers(items, config, n_workers, batch_size, options):
                 {k + first: v for k, v in obsids.items()},
                 {k + first: v for k, v in messages.items()},
             )
-            yield rows + first, result, *shift
+            yield 0, (rows + first, result, *shift)
     finally:
         # the pool stays for later calls; what this call will not read is dropped
         for tasks in pending:
-            for _, future in tasks:
+            for *_, future in tasks:
                 future.cancel()
     _warn_unknown_medium(unknown_medium, n, stacklevel=5)
 
@@ -1395,10 +1515,17 @@ def _worker_pool(n_workers):
                 # its workers exit once the tasks given to it (by another thread?) are done
                 _POOL["executor"].shutdown(wait=False)
             if "forkserver" in multiprocessing.get_all_start_methods():
-                # forked from one server that imported the reader and preprocessing once
+                # forked from one server that imported the reader, preprocessing and the
+                # network's modules once
                 context = multiprocessing.get_context("forkserver")
                 context.set_forkserver_preload(
-                    ["astro_spt.estimation", "astro_spt.preprocess", "astro_spt.io.reading"]
+                    [
+                        "astro_spt.estimation",
+                        "astro_spt.preprocess",
+                        "astro_spt.io.reading",
+                        "torch",
+                        "astro_spt.bundle",
+                    ]
                 )
             else:  # pragma: no cover - macOS, Windows
                 context = multiprocessing.get_context("spawn")
@@ -1409,27 +1536,110 @@ def _worker_pool(n_workers):
         return _POOL["executor"]
 
 
+# Models sent to the workers: each pickled once per call into a private folder of this
+# process, under the hash of its pickle (a model changed between calls gets a new
+# file), and loaded by each worker once (`_worker_model`). "dir" is (the folder, the pid
+# that made it); "users" counts the calls using each file: a file no call uses is
+# deleted when another call ends, so that one file or so stays for the next call.
+_SHIPPED = {"users": {}}
+
+
+def _shipped(bundle):
+    """``(key, path)`` of ``bundle`` pickled for the workers; None if it cannot be
+    pickled (its network then runs in this process)."""
+    import hashlib
+    import pickle
+    import tempfile
+
+    try:
+        data = pickle.dumps(bundle, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception:
+        return None
+    key = hashlib.sha256(data).hexdigest()[:32]
+    with _POOL_LOCK:
+        if _SHIPPED.get("dir", (None, None))[1] != os.getpid():
+            folder = tempfile.mkdtemp(prefix="astro_spt-models-")  # readable by us only
+            _SHIPPED.update({"dir": (folder, os.getpid()), "users": {}})
+        path = os.path.join(_SHIPPED["dir"][0], f"{key}.pickle")
+        if not os.path.exists(path):
+            with tempfile.NamedTemporaryFile(dir=_SHIPPED["dir"][0], delete=False) as file:
+                file.write(data)
+            os.replace(file.name, path)
+        _SHIPPED["users"][key] = _SHIPPED["users"].get(key, 0) + 1
+    return key, path
+
+
+def _unship(key):
+    """The call that used ``key``'s file is over: delete the files no call uses, but
+    this one (the next call likely sends the same model)."""
+    with _POOL_LOCK:
+        if _SHIPPED.get("dir", (None, None))[1] != os.getpid():
+            return
+        users = _SHIPPED["users"]
+        users[key] -= 1
+        for other in [k for k, count in users.items() if count == 0 and k != key]:
+            del users[other]
+            with contextlib.suppress(OSError):
+                os.remove(os.path.join(_SHIPPED["dir"][0], f"{other}.pickle"))
+
+
 @atexit.register
 def _close_pool():
     """Shut the pool down before the interpreter tears its modules down (else its clean-up
-    at exit prints "Exception ignored" tracebacks)."""
+    at exit prints "Exception ignored" tracebacks); delete the models sent to it."""
+    import shutil
+
     if _pool_is_ours():
         _POOL["executor"].shutdown(wait=True, cancel_futures=True)
     _POOL.clear()
+    folder, pid = _SHIPPED.get("dir", (None, None))
+    if pid == os.getpid():
+        shutil.rmtree(folder, ignore_errors=True)
+    _SHIPPED.clear()
+    _SHIPPED["users"] = {}
 
 
-def _worker_batch(items, config, options):
-    """A worker's task: `iter_preprocessed` of a few items, the warnings it gave and its
-    CPU seconds."""
+# In a worker process: the models it was sent, by key, the last few (a pool shared by
+# threads that estimate with different models).
+_WORKER_MODELS = {}
+_WORKER_MODELS_KEPT = 2
+
+
+def _worker_model(key, path):
+    """The model sent as ``key`` (a pickle this package's process wrote, `_shipped`),
+    loaded once per worker."""
+    import pickle
+
+    bundle = _WORKER_MODELS.pop(key, None)
+    if bundle is None:
+        with open(path, "rb") as file:
+            bundle = pickle.load(file)
+    _WORKER_MODELS[key] = bundle  # the most recent last
+    while len(_WORKER_MODELS) > _WORKER_MODELS_KEPT:
+        del _WORKER_MODELS[next(iter(_WORKER_MODELS))]
+    return bundle
+
+
+def _worker_batch(items, config, options, network=None):
+    """A worker's task: `iter_preprocessed` of a few items (with ``network``, ``(key,
+    path, settings)``, their `_Estimated` by the model sent as ``key``), the warnings it
+    gave and its CPU seconds."""
     import time
 
     started = time.process_time()
     unknown_medium = []
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        (batch,) = iter_preprocessed(
-            items, config, batch_size=len(items), unknown_medium=unknown_medium, **options
-        )
+        # the model first: unpickling it imports torch, whose threads are limited next
+        bundle = None if network is None else _worker_model(*network[:2])
+        with _one_thread_each():
+            (batch,) = iter_preprocessed(
+                items, config, batch_size=len(items), unknown_medium=unknown_medium, **options
+            )
+            if bundle is not None:
+                import torch
+
+                batch = _estimate_rows(bundle, items, batch, network[2], torch.device("cpu"))
     caught = [(w.message, w.category, w.filename, w.lineno) for w in caught]
     return batch, caught, unknown_medium, time.process_time() - started
 

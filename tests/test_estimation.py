@@ -426,22 +426,149 @@ def _assert_same_tables(a, b):
             assert left.tolist() == right.tolist(), name
 
 
-def test_worker_processes_give_the_same_table_bit_for_bit(
-    shared_data, untrained_bundle, tmp_path, small_worker_tasks
-):
+def _real_files(shared_data, tmp_path, n_dr10=20, n_dr1=4):
     lrs = shared_data / "lamost-lrs"
-    files = sorted(str(p) for p in (lrs / "dr10" / "spectra").glob("*.fits.gz"))[:20]
-    files += sorted(str(p) for p in (lrs / "dr1" / "spectra").glob("*.fits*"))[:4]
+    files = sorted(str(p) for p in (lrs / "dr10" / "spectra").glob("*.fits.gz"))[:n_dr10]
+    files += sorted(str(p) for p in (lrs / "dr1" / "spectra").glob("*.fits*"))[:n_dr1]
     files.insert(7, str(tmp_path / "absent.fits.gz"))
+    return files
+
+
+@pytest.fixture
+def network_calls(monkeypatch):
+    """The blocks this process's network ran (the workers' are not counted: they are
+    other processes)."""
+    calls = []
+    predict = estimation._predict_block
+
+    def counted(bundle, result, rows, *args, **kwargs):
+        calls.append(len(rows))
+        return predict(bundle, result, rows, *args, **kwargs)
+
+    monkeypatch.setattr(estimation, "_predict_block", counted)
+    return calls
+
+
+def test_worker_processes_give_the_same_table_bit_for_bit(
+    shared_data, untrained_bundle, tmp_path, small_worker_tasks, network_calls
+):
+    """A caller's own (non-default) bundle, samples and error sources included: the
+    workers read, preprocess and run the network, this process only merges."""
+    files = _real_files(shared_data, tmp_path)
+    options = dict(batch_size=8, n_samples=3, return_samples=True, error_sources=True)
     with pytest.warns(FailedInputWarning, match="1 of 25"):
-        alone = estimate(files, untrained_bundle, n_jobs=1, batch_size=8, n_samples=3)
+        alone = estimate(files, untrained_bundle, n_jobs=1, **options)
+    assert network_calls  # n_jobs=1: the network runs here
+    network_calls.clear()
     worker_seconds = estimation._WORKER_CPU_SECONDS[0]
     with pytest.warns(FailedInputWarning, match="1 of 25"):
-        pooled = estimate(files, untrained_bundle, n_jobs=2, batch_size=8, n_samples=3)
+        pooled = estimate(files, untrained_bundle, n_jobs=2, **options)
     assert estimation._WORKER_CPU_SECONDS[0] > worker_seconds  # the workers read them
+    assert not network_calls  # ... and ran the network
     _assert_same_tables(alone, pooled)
+    assert alone.meta == pooled.meta
     assert alone["message"][7] and not any(alone["message"][:7])
     assert np.isfinite(pooled["age"][[0, 8, 24]]).all()
+    assert pooled["age_samples"].shape == (25, 3) and "age_err_epistemic" in pooled.colnames
+    # another seed, T and batch size: a changed model or argument reaches the workers
+    options = dict(batch_size=5, n_samples=4, seed=7, return_samples=True)
+    with pytest.warns(FailedInputWarning):
+        _assert_same_tables(
+            estimate(files, untrained_bundle, n_jobs=1, **options),
+            estimate(files, untrained_bundle, n_jobs=2, **options),
+        )
+
+
+def test_worker_processes_with_the_default_model(shared_data, tmp_path, small_worker_tasks):
+    files = _real_files(shared_data, tmp_path, n_dr10=10, n_dr1=2)
+    options = dict(return_samples=True, error_sources=True, n_samples=20)
+    with pytest.warns(FailedInputWarning):
+        alone = estimate(files, n_jobs=1, **options)
+    with pytest.warns(FailedInputWarning):
+        pooled = estimate(files, n_jobs=2, **options)
+    _assert_same_tables(alone, pooled)
+    assert np.isfinite(pooled["age"]).sum() == len(files) - 1
+
+
+def test_a_model_that_cannot_be_sent_runs_here(
+    shared_data, untrained_bundle, tmp_path, small_worker_tasks, network_calls, monkeypatch
+):
+    """A model that cannot be pickled (or a network on a GPU): the workers read and
+    preprocess, this process runs the network; the same table."""
+    files = _real_files(shared_data, tmp_path, n_dr10=12, n_dr1=0)
+    with pytest.warns(FailedInputWarning):
+        alone = estimate(files, untrained_bundle, n_jobs=1, n_samples=3, return_samples=True)
+    network_calls.clear()
+    monkeypatch.setattr(estimation, "_shipped", lambda bundle: None)
+    with pytest.warns(FailedInputWarning):
+        pooled = estimate(files, untrained_bundle, n_jobs=2, n_samples=3, return_samples=True)
+    assert network_calls
+    _assert_same_tables(alone, pooled)
+
+
+def test_workers_raise_when_strict(shared_data, untrained_bundle, tmp_path, small_worker_tasks):
+    files = _real_files(shared_data, tmp_path, n_dr10=12, n_dr1=0)
+    with pytest.raises(AstroSPTError, match=r"absent\.fits\.gz"):
+        estimate(files, untrained_bundle, n_jobs=2, n_samples=2, strict=True)
+
+
+def test_models_sent_to_workers_are_kept_one_at_a_time(
+    lamost_files, untrained_bundle, small_worker_tasks
+):
+    """Each model is pickled once per call into a private folder; a file that no call
+    uses any more is deleted when the next call ends."""
+    import copy
+    import os
+
+    files = lamost_files * 4
+    other = copy.deepcopy(untrained_bundle)
+    with torch_no_grad():
+        next(other.network.parameters()).add_(1.0)  # another model: another file
+    first = estimate(files, untrained_bundle, n_jobs=2, n_samples=2)
+    folder = estimation._SHIPPED["dir"][0]
+    assert len(os.listdir(folder)) == 1 and os.stat(folder).st_mode & 0o077 == 0
+    changed = estimate(files, other, n_jobs=2, n_samples=2)
+    assert len(os.listdir(folder)) == 1
+    assert not np.array_equal(first["age"], changed["age"])
+    _assert_same_tables(changed, estimate(files, other, n_jobs=1, n_samples=2))
+
+
+def torch_no_grad():
+    import torch
+
+    return torch.no_grad()
+
+
+def test_unknown_medium_from_workers_warns_once(
+    lamost_files, untrained_bundle, small_worker_tasks, tmp_path
+):
+    """Files that do not say their medium, read by two workers: one warning for all."""
+    from astro_spt.exceptions import AstroSPTWarning
+
+    spectrum = Spectrum.read(lamost_files[0])
+    header = fits.Header()
+    wavelength = spectrum.spectral_axis.to_value(u.AA)
+    header.update(
+        CTYPE1="LINEAR",
+        CUNIT1="Angstrom",
+        CRPIX1=1,
+        CRVAL1=wavelength[0],
+        CDELT1=(wavelength[-1] - wavelength[0]) / (len(wavelength) - 1),
+        BUNIT="erg / (s cm2 Angstrom)",
+    )
+    bare = []
+    for k in range(10):
+        path = tmp_path / f"bare{k}.fits"
+        fits.PrimaryHDU(spectrum.flux.value, header=header).writeto(path)
+        bare.append(str(path))
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        estimate([*bare, *lamost_files], untrained_bundle, n_jobs=2, n_samples=2)
+    medium = [w for w in caught if "do not say whether" in str(w.message)]
+    assert len(medium) == 1 and issubclass(medium[0].category, AstroSPTWarning)
+    assert f"10 of {10 + len(lamost_files)} " in str(medium[0].message)
 
 
 @pytest.mark.parametrize("n_jobs", [0, -1, 1.5, True, "2"])
