@@ -559,10 +559,11 @@ def estimate_files(
         As in `~astro_spt.estimate`; ``device`` applies on each worker (``"auto"`` picks
         a worker's GPU where it has one).
     n_jobs : int or None
-        Processes that read and preprocess each partition's files, as in
-        `~astro_spt.estimate`: with ``client=None`` all cores by default. Dask's worker
-        processes are daemonic and may not start processes, so on a cluster each worker
-        reads its partitions itself (run one single-threaded worker per core, as
+        Processes that estimate each partition's files, as in `~astro_spt.estimate`:
+        with ``client=None`` all cores by default (the processes and the model sent to
+        them stay from one partition to the next). Dask's worker processes are daemonic
+        and may not start processes, so on a cluster each worker estimates its
+        partitions itself (run one single-threaded worker per core, as
         ``client="local"`` does). Results do not depend on it.
     retries : int
         How often Dask reruns a partition that raised. A partition whose worker died is

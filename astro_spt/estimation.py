@@ -610,12 +610,15 @@ def estimate(
         ``"epistemic"``; default all (see
         `~astro_spt.bundle.EstimatorBundle.predict_scaled`).
     n_jobs : int or None
-        Processes that read and preprocess files while this one runs the network:
-        ``None`` (default) one per core, ``1`` all in this process. Fewer than 64 files
-        a process, and in-memory spectra, are done in this process. Every process runs
-        one BLAS and one torch thread (the fastest on a shared machine). Results do not
-        depend on it, bit for bit. Scripts that start processes must guard their code
-        with ``if __name__ == "__main__":``.
+        Processes that estimate the files, each the whole pipeline on tasks of 64
+        files, while this one merges their results: ``None`` (default) one per core,
+        ``1`` all in this process. The model is sent to each process once. Fewer than 64
+        files a process, in-memory spectra and calls from a daemonic process are done in
+        this process; with a ``device`` other than the CPU the processes read and
+        preprocess and this one runs the network. Every process runs one BLAS and one
+        torch thread (the fastest on a shared machine). Results do not depend on it, bit
+        for bit. Scripts that start processes must guard their code with ``if __name__
+        == "__main__":``.
 
     Returns
     -------
@@ -1299,13 +1302,13 @@ def preprocess_inputs(
     return result
 
 
-# Reading and preprocessing are GIL-bound Python and numpy: estimate() spreads them over
-# processes, while this process runs the network. Fewer files than this per worker do
-# not pay a worker's start-up (measured: ~0.3 s CPU a worker from a preloaded
-# forkserver, ~6 ms CPU a file).
+# Reading and preprocessing are GIL-bound Python and numpy, the network one thread a
+# process: estimate() spreads the whole pipeline over processes, this process merges.
+# Fewer files than this per worker do not pay a worker's start-up (measured: ~0.3 s CPU
+# a worker from a preloaded forkserver, ~0.1 s to load the model, ~5 ms CPU a file).
 _MIN_FILES_PER_WORKER = 64
-# Files a worker reads and preprocesses per task: small enough to keep every worker busy
-# to the end, large enough for numpy's batched arithmetic.
+# Files a worker estimates per task: small enough to keep every worker busy to the end,
+# and one network block (``_NETWORK_CHUNK``): fewer would run padded blocks.
 _WORKER_TASK = 64
 # CPU seconds the workers spent on tasks, for benchmarks: they are no children of this
 # process (the forkserver's), so resource.RUSAGE_CHILDREN does not count them.

@@ -38,6 +38,7 @@ Stages, one function each (add a function and list it in `STAGES` to add one):
 """
 
 import argparse
+import os
 import shutil
 import subprocess
 import sys
@@ -486,7 +487,23 @@ def _estimate_cpu(files, n_jobs):
     table = astro_spt.estimate(files, n_jobs=n_jobs, progress=False)
     cpu = time.process_time() - cpu + estimation._WORKER_CPU_SECONDS[0] - workers
     assert len(table) == len(files)
-    return cpu, time.perf_counter() - wall
+    return cpu, time.perf_counter() - wall, table
+
+
+def _same_table(a, b):
+    """Whether two tables are equal bit for bit (NaN equal to NaN)."""
+    if a.colnames != b.colnames or a.meta != b.meta:
+        return False
+    for name in a.colnames:
+        x, y = np.asarray(a[name]), np.asarray(b[name])
+        same = (
+            x.dtype == y.dtype and np.array_equal(x, y, equal_nan=True)
+            if x.dtype.kind == "f"
+            else x.tolist() == y.tolist()
+        )
+        if not same:
+            return False
+    return True
 
 
 def _peak_rss_mb(files):
@@ -510,12 +527,14 @@ def bench_end_to_end(files, repeats):
     from astro_spt.estimation import _usable_cpus
 
     files = [str(path) for path in files]
+    load_before = os.getloadavg()[0]
     _estimate_cpu(files[:8], None)  # model loaded, imports done, outside the timings
     one = min((_estimate_cpu(files, 1) for _ in range(repeats)), key=lambda r: r[1])
-    _estimate_cpu(files, None)  # the worker processes' server started
+    _estimate_cpu(files, None)  # the worker processes started, the model sent to them
     every = min((_estimate_cpu(files, None) for _ in range(repeats)), key=lambda r: r[1])
     cores = _usable_cpus()
     n = len(files)
+    identical = "yes" if _same_table(one[2], every[2]) else "NO"
     rows = [
         ("end to end", "n_jobs=1 (target >= 120)", f"{n / one[0]:.0f}", "spectra / CPU s"),
         ("end to end", "n_jobs=1", f"{n / one[1]:.0f}", "spectra / s wall"),
@@ -526,6 +545,13 @@ def bench_end_to_end(files, repeats):
             "speed-up on all cores (target >= 1.8 on 2)",
             f"{one[1] / every[1]:.2f}",
             "x",
+        ),
+        ("end to end", "tables identical, n_jobs=1 and all cores", identical, ""),
+        (
+            "end to end",
+            "load average (1 min), before and after",
+            f"{load_before:.2f}, {os.getloadavg()[0]:.2f}",
+            "",
         ),
     ]
     quarter = max(n // 4, 1)

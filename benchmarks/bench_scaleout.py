@@ -3,8 +3,9 @@
 Prints Markdown tables:
 
 1. throughput (spectra/s) of ``astro_spt.estimate`` in one process (``n_jobs=1``: the
-   work of one Dask worker, without Dask) and with its reader processes
-   (``n_jobs=None``, one per core, the default), of
+   work of one Dask worker, without Dask) and with its worker processes
+   (``n_jobs=None``, one per core, the default: each runs the whole pipeline on its
+   tasks), of
    ``astro_spt.distributed.estimate_files`` on a ``LocalCluster`` of one and of
    ``--workers`` single-threaded worker processes (Parquet partitions written to a
    temporary folder and read back), and of ``estimate`` on one GPU when CUDA is
@@ -244,13 +245,13 @@ def main():
         # estimate() runs one torch and one BLAS thread per process itself
         single, t_single, cpu_single = timed(estimate, files, bundle, n_jobs=1)
         rows = [("1 process, n_jobs=1 (one worker's work, no Dask)", t_single, cpu_single, "")]
-        n_readers = estimation._n_workers(None, estimation._expand(files))
-        estimate(files[: 64 * n_readers], bundle)  # the reader processes started
-        readers_cpu = estimation._WORKER_CPU_SECONDS[0]
+        n_workers = estimation._n_workers(None, estimation._expand(files))
+        estimate(files[: 64 * n_workers], bundle)  # the worker processes started, model sent
+        workers_cpu = estimation._WORKER_CPU_SECONDS[0]
         pooled, t_pool, cpu_pool = timed(estimate, files, bundle)
-        cpu_pool += estimation._WORKER_CPU_SECONDS[0] - readers_cpu
+        cpu_pool += estimation._WORKER_CPU_SECONDS[0] - workers_cpu
         same = "yes" if same_table(single, pooled) else "NO"
-        name = f"1 process + {n_readers} reader processes (n_jobs=None, the default)"
+        name = f"1 process + {n_workers} worker processes (n_jobs=None, the default)"
         rows.append((name, t_pool, cpu_pool, same))
 
         clusters = {}
@@ -359,7 +360,7 @@ def main():
     print("|---|---|---|---|---|")
     for name, seconds, cpu_seconds in [
         ("1 process, n_jobs=1", t_single, cpu_single),
-        (f"1 process + {n_readers} readers", t_pool, cpu_pool),
+        (f"1 process + {n_workers} workers", t_pool, cpu_pool),
     ]:
         wall, cpu = n / seconds, n / cpu_seconds
         print(
