@@ -259,3 +259,28 @@ def test_training_with_the_scatter_beyond_noise():
     bundle, _ = astro_spt.train(example_files() * 2, vstack([labels, labels]), config=config)
     assert set(bundle.uncertainty["weights"]) == set(UNCERTAINTY_SOURCES)
     assert bundle.provenance["estimator_config"]["scatter_beyond_noise"] is True
+
+
+def test_coverage_is_calibrated_in_the_labels_units():
+    from astro_spt.training.train import _coverage_scale, _label_sigma
+
+    rng = np.random.default_rng(3)
+    age = LabelSpec("age", "Gyr", "log10", mean=0.6, scale=0.25)
+    # the log-normal's sigma is what the samples' standard deviation measures
+    mean, sigma = np.array([-0.5, 0.0, 1.0]), np.array([0.2, 0.6, 1.0])
+    draws = age.from_network(mean + sigma * rng.normal(size=(200_000, 3)))
+    np.testing.assert_allclose(_label_sigma(age, mean, sigma), draws.std(axis=0), rtol=0.03)
+    # stars whose log ages scatter by twice the network's sigma need a factor of 2, read
+    # in Gyr about the point estimate (10**mean): that is not the same interval
+    mean = rng.normal(size=4000)
+    sigma = np.full(4000, 0.3)
+    truth = mean + 2 * sigma * rng.normal(size=4000)
+    error = np.abs(age.from_network(mean) - age.from_network(truth))[:, None]
+    in_gyr = _coverage_scale(error, lambda k, d: _label_sigma(age, mean, k[:, None] * sigma))
+    z = (np.abs(truth - mean) / sigma)[:, None]
+    in_log = _coverage_scale(z, lambda k, d: k[:, None] * np.ones((1, 4000)))
+    assert abs(in_log[0] - 2) < 0.1
+    # at this spread (0.15 dex, 35 % in age) the log-space factor over-covers in Gyr
+    inside = np.mean(error[:, 0] <= _label_sigma(age, mean, in_log[0] * sigma))
+    assert inside > 0.72
+    assert in_gyr[0] < in_log[0]
