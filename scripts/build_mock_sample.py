@@ -4,7 +4,7 @@ Fits the LAMOST spectrum emulator to the real DR10 + DR1 spectra with LASP label
 seeded fifth of the giants held out), prints its residuals on the held-out and the
 training giants, and writes into the output folder:
 
-- ``lamost_emulator.npz``: the emulator (`astro_spt.emulator.LAMOSTEmulator.load`);
+- ``lamost_emulator.npz``: the emulator (`astro_spt.mock.LAMOSTEmulator.load`);
 - ``emulator_residuals.ecsv``: residual statistics of every real spectrum;
 - ``mock_catalog.ecsv``: APOKASC-2 ∩ Miglio et al. 2021 with the mock labels and the
   file name of each mock spectrum;
@@ -26,10 +26,12 @@ from pathlib import Path
 
 import numpy as np
 
-from astro_spt.emulator import LAMOSTEmulator, lamost_log_grid, normalize_spectra
 from astro_spt.mock import (
     DEFAULT_SEED,
+    LAMOSTEmulator,
     build_mock_sample,
+    lamost_log_grid,
+    normalize_spectra,
     read_labelled_lamost,
     spectra_arrays,
 )
