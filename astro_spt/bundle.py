@@ -893,8 +893,9 @@ def _validate_config(config: dict, path: Path) -> None:
         "network.hparams.attention_activation",
         ATTENTION_ACTIVATIONS,
     )
-    if not isinstance(hparams.get("aleatoric", False), bool):
-        schema.fail("network.hparams.aleatoric", "expected true or false")
+    for flag in ("aleatoric", "scatter_noise"):
+        if not isinstance(hparams.get(flag, False), bool):
+            schema.fail(f"network.hparams.{flag}", "expected true or false")
     if hparams.get("n_outputs", 2) != n_labels:
         schema.fail("network.hparams.n_outputs", f"the bundle has {n_labels} labels")
 
@@ -2028,15 +2029,28 @@ class EstimatorBundle:
             if "epistemic" not in wanted:
                 scale = torch.zeros(n_labels, dtype=torch.float64)
             parts = {}
+            noise = None
+            head = "aleatoric" in wanted and self.network.scatter_head is not None
+            reads_noise = head and self.network.hparams.get("scatter_noise", False)
+            if ("noise" in wanted or reads_noise) and projection is not None and ivar is not None:
+                noise = self.noise_covariance(projection, ivar)
+            if reads_noise and noise is None:
+                raise ValueError(
+                    "this model's aleatoric head reads the spectrum's noise: pass "
+                    "projection= and ivar=, or leave 'aleatoric' out of sources"
+                )
+            head_noise = None if noise is None else noise.to(device=x.device, dtype=x.dtype)
             if shared is not None:
                 with torch.no_grad():
-                    factor = self.network.scatter_cholesky(shared[0])
+                    factor = self.network.scatter_cholesky(shared[0], head_noise)
                     parts["aleatoric"] = (factor @ factor.mT).double().cpu()
-            elif "aleatoric" in wanted and self.network.scatter_head is not None:
+            elif head:
                 with torch.no_grad():
-                    parts["aleatoric"] = self.network.scatter_covariance(x).double().cpu()
-            if "noise" in wanted and projection is not None and ivar is not None:
-                parts["noise"] = self.noise_covariance(projection, ivar)
+                    parts["aleatoric"] = (
+                        self.network.scatter_covariance(x, head_noise).double().cpu()
+                    )
+            if "noise" in wanted and noise is not None:
+                parts["noise"] = noise
             for name, covariance in parts.items():
                 root = torch.sqrt(weights[name])
                 weighted = covariance * root[:, None] * root[None, :]

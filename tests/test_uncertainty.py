@@ -284,3 +284,54 @@ def test_coverage_is_calibrated_in_the_labels_units():
     inside = np.mean(error[:, 0] <= _label_sigma(age, mean, in_log[0] * sigma))
     assert inside > 0.72
     assert in_gyr[0] < in_log[0]
+
+
+def test_a_head_that_reads_the_noise_follows_the_snr():
+    from astro_spt.training import fit_scatter_head
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(800, 8)).astype("float32")  # says nothing of the noise
+    noise_sigma = np.where(rng.random(800) < 0.5, 1.0, 0.1)
+    y = rng.normal(size=(800, 2)) * np.hypot(noise_sigma, 0.2)[:, None]
+    noise = np.zeros((800, 2, 2))
+    noise[:, 0, 0] = noise[:, 1, 1] = noise_sigma**2
+    ratio = {}
+    for reads in (False, True):
+        torch.manual_seed(0)
+        net = SpectralTransformer(
+            n_inputs=8, d_model=16, n_heads=2, n_blocks=1, aleatoric=True, scatter_noise=reads
+        ).eval()
+        extra = {"noise_train": noise[:600], "noise_val": noise[600:], "beyond_noise": False}
+        fit_scatter_head(net, x[:600], y[:600], x[600:], y[600:], seed=0, max_epochs=60, **extra)
+        with torch.no_grad():
+            covariance = net.scatter_covariance(
+                torch.from_numpy(x), torch.from_numpy(noise).float() if reads else None
+            )
+        sigma = torch.diagonal(covariance, dim1=1, dim2=2).sqrt().numpy()[:, 0]
+        ratio[reads] = np.median(sigma[noise_sigma == 1.0]) / np.median(sigma[noise_sigma < 1])
+    # truth: hypot(1, 0.2) / hypot(0.1, 0.2) = 4.6; blind to the noise, one scatter for all
+    assert ratio[True] > 2.5 and ratio[False] < 1.5, ratio
+
+
+def test_a_head_that_reads_the_noise_needs_it(bundle, tmp_path):
+    import copy
+
+    work = copy.deepcopy(bundle)
+    hparams = {**work.network.hparams, "scatter_noise": True}
+    torch.manual_seed(1)
+    work.network = SpectralTransformer(**hparams).eval()
+    assert work.network.hparams["scatter_noise"] is True
+    flux, _ = low_rank_spectra(4, seed=8)
+    ivar = np.full(flux.shape, 100.0)
+    with pytest.raises(ValueError, match="reads the spectrum's noise"):
+        work.network.scatter_cholesky(work.network.backbone(torch.randn(2, 8)))
+    projection = work.project(flux)
+    with pytest.raises(ValueError, match="reads the spectrum's noise"):
+        work.predict_scaled(projection.coefficients, seed=0)
+    # without the aleatoric source it needs no noise
+    work.predict_scaled(projection.coefficients, seed=0, sources=["epistemic"])
+    clean, noisy = work.predict(flux, ivar, seed=0), work.predict(flux, ivar / 100, seed=0)
+    assert not np.allclose(clean.components["aleatoric"], noisy.components["aleatoric"])
+    again = EstimatorBundle.from_pretrained(work.save_pretrained(tmp_path / "reads-noise"))
+    assert again.network.hparams["scatter_noise"] is True
+    np.testing.assert_array_equal(again.predict(flux, ivar, seed=0).std, clean.std)

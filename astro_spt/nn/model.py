@@ -205,6 +205,25 @@ class SPTBlock(nn.Module):
         return x + self.drop2(self.ffn(self.norm2(x)))
 
 
+def noise_feature(noise: torch.Tensor) -> torch.Tensor:
+    """What an aleatoric head built with ``scatter_noise=True`` reads of the noise, (N, D).
+
+    The logarithm of each label's σ from the propagated noise (the square root of the
+    covariance's diagonal), clamped to [-10, 5] so that a noiseless or a hopeless
+    spectrum stays a finite input.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from astro_spt.nn.model import noise_feature
+    >>> noise_feature(torch.diag_embed(torch.tensor([[1e-4, 1.0], [0.0, 1e12]])))
+    tensor([[ -4.6052,   0.0000],
+            [-10.0000,   5.0000]])
+    """
+    variance = torch.diagonal(noise, dim1=-2, dim2=-1)
+    return torch.clamp(0.5 * torch.log(variance), -10.0, 5.0)
+
+
 class SpectralTransformer(nn.Module):
     """The Spectral Transformer (SPT) regression network.
 
@@ -254,6 +273,12 @@ class SpectralTransformer(nn.Module):
         heteroscedastic): `scatter_covariance`. It is trained after the network, by a
         Gaussian likelihood (`~astro_spt.training.fit_scatter_head`), and leaves the
         predicted labels unchanged.
+    scatter_noise : bool
+        The aleatoric head also reads the spectrum's noise: the logarithm of each label's
+        σ from the propagated noise of the spectrum
+        (`~astro_spt.bundle.EstimatorBundle.noise_covariance`), so that the scatter it
+        predicts can follow the S/N (the backbone's input, the PCA coefficients, hardly
+        tells a noisy spectrum from a clean one). `scatter_cholesky` then needs ``noise``.
 
     Examples
     --------
@@ -282,6 +307,7 @@ class SpectralTransformer(nn.Module):
         bn_momentum: float = 0.1,
         attention_activation: str = "enhanced_softmax",
         aleatoric: bool = False,
+        scatter_noise: bool = False,
     ):
         super().__init__()
         if dropout_position not in DROPOUT_POSITIONS:
@@ -312,6 +338,7 @@ class SpectralTransformer(nn.Module):
             "bn_momentum": bn_momentum,
             "attention_activation": attention_activation,
             "aleatoric": bool(aleatoric),
+            "scatter_noise": bool(aleatoric and scatter_noise),
         }
         block_dropout = dropout if dropout_position == "all" else 0.0
         self.embed = nn.Linear(n_inputs, d_model)
@@ -338,7 +365,7 @@ class SpectralTransformer(nn.Module):
         # One output per entry of a lower-triangular Cholesky factor of the covariance.
         self.scatter_head = (
             nn.Sequential(
-                nn.Linear(d_model, head_hidden),
+                nn.Linear(d_model + (n_outputs if scatter_noise else 0), head_hidden),
                 nn.GELU(),
                 nn.Linear(head_hidden, n_outputs * (n_outputs + 1) // 2),
             )
@@ -511,13 +538,17 @@ class SpectralTransformer(nn.Module):
             h = block(h)
         return self.norm(h)
 
-    def scatter_cholesky(self, h: torch.Tensor) -> torch.Tensor:
+    def scatter_cholesky(self, h: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
         """Lower-triangular Cholesky factors of the label covariance from a backbone output.
 
         Parameters
         ----------
         h : `torch.Tensor`, shape (N, d_model)
             Output of `backbone`.
+        noise : `torch.Tensor`, shape (N, n_outputs, n_outputs), optional
+            The covariance of the labels from the spectrum's propagated noise, in the
+            network's label space; needed, and only read, when the network was built
+            with ``scatter_noise=True``.
 
         Returns
         -------
@@ -527,7 +558,8 @@ class SpectralTransformer(nn.Module):
         Raises
         ------
         ValueError
-            If the network was built without ``aleatoric=True``.
+            If the network was built without ``aleatoric=True``, or with
+            ``scatter_noise=True`` and ``noise`` is missing.
 
         Examples
         --------
@@ -543,6 +575,10 @@ class SpectralTransformer(nn.Module):
         if self.scatter_head is None:
             raise ValueError("this network has no aleatoric head (built with aleatoric=False)")
         d = self.hparams["n_outputs"]
+        if self.hparams.get("scatter_noise"):
+            if noise is None:
+                raise ValueError("this aleatoric head reads the spectrum's noise: pass noise=")
+            h = torch.cat([h, noise_feature(noise).to(h.dtype)], dim=1)
         raw = self.scatter_head(h)
         rows, cols = torch.tril_indices(d, d, device=raw.device)
         factor = raw.new_zeros(raw.shape[0], d, d)
@@ -552,10 +588,13 @@ class SpectralTransformer(nn.Module):
         diagonal = torch.exp(torch.clamp(torch.diagonal(factor, dim1=1, dim2=2), -7.0, 7.0))
         return torch.tril(factor, diagonal=-1) + torch.diag_embed(diagonal)
 
-    def scatter_covariance(self, x: torch.Tensor) -> torch.Tensor:
+    def scatter_covariance(
+        self, x: torch.Tensor, noise: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Predicted covariance of the labels about the prediction (aleatoric), (N, D, D).
 
-        In the network's (standardised) label space; needs ``aleatoric=True``.
+        In the network's (standardised) label space; needs ``aleatoric=True``, and
+        ``noise`` with ``scatter_noise=True`` (`scatter_cholesky`).
 
         Examples
         --------
@@ -569,7 +608,7 @@ class SpectralTransformer(nn.Module):
         >>> covariance.shape
         torch.Size([4, 2, 2])
         """
-        factor = self.scatter_cholesky(self.backbone(x))
+        factor = self.scatter_cholesky(self.backbone(x), noise)
         return factor @ factor.mT
 
     def stochastic_layers(self) -> list[MCDropout]:

@@ -484,6 +484,7 @@ def fit_scatter_head(
     residual_train=None,
     noise_train=None,
     noise_val=None,
+    beyond_noise: bool | None = None,
 ) -> dict:
     r"""Train the aleatoric head of a trained network by a Gaussian likelihood.
 
@@ -512,10 +513,14 @@ def fit_scatter_head(
         out-of-fold residuals of networks that did not see those spectra, which, unlike
         a network's residuals on its own training set, are as large as on new spectra.
     noise_train, noise_val : array-like, shape (N, D, D), optional
-        Covariance of each residual that is already accounted for, e.g. by the
-        spectrum's noise (`~astro_spt.pca.PCAProjection.output_covariance`): the head
-        then learns the scatter beyond it, the likelihood's covariance being
-        :math:`L L^T` plus this.
+        Covariance of each residual from the spectrum's noise, in the network's label
+        space (`~astro_spt.bundle.EstimatorBundle.noise_covariance`). A head built with
+        ``scatter_noise=True`` reads it (and needs it); with ``beyond_noise`` the head
+        learns the scatter beyond it, the likelihood's covariance being :math:`L L^T`
+        plus this.
+    beyond_noise : bool, optional
+        Whether the likelihood adds the noise covariance to the head's; default: when
+        the noise is given to a head that does not read it.
 
     Returns
     -------
@@ -564,11 +569,16 @@ def fit_scatter_head(
             return torch.zeros(n, r_train.shape[1], r_train.shape[1], device=device)
         return torch.as_tensor(np.asarray(noise, dtype=np.float32), device=device)
 
+    reads_noise = net.hparams.get("scatter_noise", False)
+    if reads_noise and (noise_train is None or noise_val is None):
+        raise ValueError("this aleatoric head reads the spectrum's noise: pass noise_train/val")
+    if beyond_noise is None:
+        beyond_noise = noise_train is not None and not reads_noise
     n_train, n_val = known(noise_train, len(h_train)), known(noise_val, len(h_val))
 
     def nll(h, residual, noise):
-        factor = net.scatter_cholesky(h)
-        if noise_train is not None:
+        factor = net.scatter_cholesky(h, noise if reads_noise else None)
+        if beyond_noise:
             factor = torch.linalg.cholesky(factor @ factor.mT + noise)
         return gaussian_nll(residual, factor).mean()
 

@@ -118,6 +118,12 @@ class EstimatorConfig:
         noise term), instead of on the whole residual scatter. The noise term then
         carries the S/N dependence the head cannot see. Off by default until measured
         on validation data and built into the default model (``docs/uncertainties.rst``).
+    scatter_sees_noise : bool
+        With ``uncertainty="predictive"``, the aleatoric head also reads each spectrum's
+        propagated noise (``SpectralTransformer(scatter_noise=True)``): the PCA
+        coefficients hardly tell a noisy spectrum from a clean one, so a head that reads
+        only them predicts one scatter for every S/N, too wide for clean spectra and too
+        narrow for noisy ones.
     projection : {"gappy", "orthogonal"}
         How spectra are projected on the PCA basis: ``"gappy"`` (default) ignores
         masked pixels (`~astro_spt.pca.PCABasis.project`); ``"orthogonal"`` projects the
@@ -156,6 +162,7 @@ class EstimatorConfig:
     uncertainty: str = "predictive"
     scatter_folds: int = 4
     scatter_beyond_noise: bool = False
+    scatter_sees_noise: bool = False
     projection: str = "gappy"
     training: TrainingConfig = field(default_factory=TrainingConfig)
 
@@ -477,7 +484,7 @@ def _out_of_fold_residuals(hparams, features, y_net, i_train, i_val, config, *, 
     for k, held in enumerate(np.array_split(order, config.scatter_folds)):
         kept = i_train[np.setdiff1d(np.arange(len(i_train)), held)]
         torch.manual_seed(seed + 100 + k)
-        network = SpectralTransformer(**{**hparams, "aleatoric": False})
+        network = SpectralTransformer(**{**hparams, "aleatoric": False, "scatter_noise": False})
         fit_network(
             network,
             features[kept],
@@ -734,6 +741,8 @@ def train(
 
     predictive = config.uncertainty == "predictive"
     hparams = {"aleatoric": predictive, **config.network}
+    if predictive and config.scatter_sees_noise:
+        hparams["scatter_noise"] = True
     hparams.update(n_inputs=pca.n_components, n_outputs=len(names))
     torch.manual_seed(seed)
     network = SpectralTransformer(**hparams)
@@ -769,7 +778,7 @@ def train(
                 hparams, features, y_net, i_train, i_val, config, device=device
             )
         noise = {"train": None, "val": None}
-        if config.scatter_beyond_noise:
+        if config.scatter_beyond_noise or config.scatter_sees_noise:
             noise = {
                 part: _noise_covariance(bundle, flux[rows], spectra.ivar[rows], spectra.mask[rows])
                 for part, rows in (("train", i_train), ("val", i_val))
@@ -785,6 +794,7 @@ def train(
             residual_train=residual,
             noise_train=noise["train"],
             noise_val=noise["val"],
+            beyond_noise=config.scatter_beyond_noise,
         )
         network.cpu()
     if predictive:
