@@ -19,13 +19,8 @@ import tempfile
 from importlib import resources
 from pathlib import Path
 
-from .bundle import (
-    CONFIG_NAME,
-    EstimatorBundle,
-    _package_version,
-    find_corrupt_files,
-    read_bundle_config,
-)
+from .bundle import CONFIG_NAME, EstimatorBundle, find_corrupt_files, read_bundle_config
+from .bundle.storage import _package_version
 from .conf import conf
 from .exceptions import (
     HubConnectionError,

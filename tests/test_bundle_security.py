@@ -22,10 +22,10 @@ from hypothesis import strategies as st
 from astro_spt.bundle import (
     MAX_CONFIG_BYTES,
     EstimatorBundle,
-    _sha256_bytes,
     find_corrupt_files,
     read_bundle_config,
 )
+from astro_spt.bundle.storage import _sha256_bytes
 from astro_spt.exceptions import BundleError, BundleIntegrityError
 from astro_spt.hub import load_model, resolve_model
 
@@ -115,7 +115,7 @@ def test_file_larger_than_recorded_is_refused_unread(saved, monkeypatch):
     with open(saved / "model.safetensors", "r+b") as f:
         f.truncate(2**34)  # 16 GiB, sparse: reading it would take minutes and the memory
     read = []
-    monkeypatch.setattr("astro_spt.bundle._sha256_bytes", lambda data: read.append(data))
+    monkeypatch.setattr("astro_spt.bundle.storage._sha256_bytes", lambda data: read.append(data))
     with pytest.raises(BundleIntegrityError, match=r"more than the .* recorded") as info:
         _load_quickly(saved, 1.0)
     assert info.value.filename == "model.safetensors" and read == []
