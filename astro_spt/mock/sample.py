@@ -36,7 +36,7 @@ class MockSample:
 
     Attributes
     ----------
-    emulator : `~astro_spt.mock.emulator.LAMOSTEmulator`
+    emulator : `~astro_spt.mock.LAMOSTEmulator`
         Fitted on the real spectra of the training set.
     catalog : `~astropy.table.QTable`
         `mock_catalog` with, when spectra were written, ``file``, ``snrg``,
@@ -44,7 +44,7 @@ class MockSample:
     residuals : `~astropy.table.QTable`
         One row per real spectrum: ``file``, ``obsid``, ``set`` (``"train"`` or
         ``"holdout"``), ``giant``, the labels, ``snrg`` and the statistics of
-        `~astro_spt.mock.emulator.LAMOSTEmulator.residual_statistics`.
+        `~astro_spt.mock.LAMOSTEmulator.residual_statistics`.
     summary : `~astropy.table.QTable`
         `summarize_residuals` of ``residuals``.
     timings : dict of float
@@ -108,7 +108,7 @@ def summarize_residuals(residuals: QTable) -> QTable:
 
     Examples
     --------
-    Four spectra's statistics (as `~astro_spt.mock.emulator.LAMOSTEmulator.residual_statistics`
+    Four spectra's statistics (as `~astro_spt.mock.LAMOSTEmulator.residual_statistics`
     gives them): three giants, one of them held out, and a dwarf:
 
     >>> from astropy.table import QTable
@@ -184,7 +184,7 @@ def build_mock_sample(
        every limit, and 6,500 K (narrowly) to 5,600, 6,000 and 7,000 K
        (``docs/mock.rst``).
     2. A fraction ``holdout_fraction`` of the giants, drawn with ``seed``, is held out;
-       the emulator (`~astro_spt.mock.emulator.LAMOSTEmulator` of degree ``order``) is
+       the emulator (`~astro_spt.mock.LAMOSTEmulator` of degree ``order``) is
        fitted to the rest and its residuals measured on both.
     3. `mock_catalog` from ``data_dir/catalogs``; `select_templates` among all the
        giants; `write_mock_spectra` into ``output_dir/spectra``.

@@ -8,7 +8,7 @@ This module owns the step from the emulator's normalised flux to files that
 * `simulate_spectrum`: one emulated spectrum made observed-like on a template;
 * `write_lamost_coadd`: a spectrum written in the DR10 ``COADD`` layout;
 * `write_mock_spectra`: a spectrum for every star of a `~astro_spt.mock.mock_catalog`;
-* `spectra_arrays`: real spectra as the arrays `~astro_spt.mock.emulator.normalize_spectra`
+* `spectra_arrays`: real spectra as the arrays `~astro_spt.mock.normalize_spectra`
   takes.
 """
 
@@ -100,7 +100,7 @@ def template_continuum(template, sigma_aa: float = 50.0) -> np.ndarray:
     ----------
     template : `~specutils.Spectrum`
     sigma_aa : float, optional
-        Width of the Gaussian kernel of `~astro_spt.mock.emulator.pseudo_continuum`.
+        Width of the Gaussian kernel of `~astro_spt.mock.pseudo_continuum`.
 
     Returns
     -------
@@ -142,7 +142,7 @@ def simulate_spectrum(
     """Turn an emulated normalised spectrum into a LAMOST-like observed spectrum.
 
     The template, a real LAMOST spectrum, lends its wavelength grid, its flux continuum
-    (`~astro_spt.mock.emulator.pseudo_continuum`), its masks and the wavelength dependence of
+    (`~astro_spt.mock.pseudo_continuum`), its masks and the wavelength dependence of
     its noise. The emulated flux, shifted by ``redshift``, is multiplied by that
     continuum; the template's inverse variance is scaled so that the g-band S/N becomes
     ``snr_g``, and Gaussian noise of that variance is added. Pixels the template masks
@@ -151,7 +151,7 @@ def simulate_spectrum(
 
     Parameters
     ----------
-    emulator : `~astro_spt.mock.emulator.LAMOSTEmulator`
+    emulator : `~astro_spt.mock.LAMOSTEmulator`
         Only its rest-frame wavelength grid is used here.
     normalized_flux : array-like, shape (n_pixels,)
         The emulator's prediction for the star.
@@ -411,7 +411,7 @@ def write_mock_spectra(
     catalog : `~astropy.table.QTable`
         From `mock_catalog`: needs ``kic``, ``teff``, ``logg``, ``feh``, ``mass``,
         ``age``, ``ra``, ``dec``.
-    emulator : `~astro_spt.mock.emulator.LAMOSTEmulator`
+    emulator : `~astro_spt.mock.LAMOSTEmulator`
         Fitted with labels ``("teff", "logg", "feh")``.
     templates : sequence of `~specutils.Spectrum`
         Real LAMOST giant spectra with their LASP Teff in ``meta["teff"]``, as
