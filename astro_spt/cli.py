@@ -338,7 +338,7 @@ def add_estimate_parser(subparsers) -> argparse.ArgumentParser:
         "--jobs",
         "-j",
         type=int,
-        help="processes that read the files (default: one per core; results are the same)",
+        help="processes that estimate the files (default: one per core; same results)",
     )
     parser.add_argument("--device", help="cpu (default), cuda, cuda:N or auto")
     parser.add_argument("--seed", type=int, default=0, help="Monte Carlo seed (default 0)")
