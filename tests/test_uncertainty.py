@@ -328,6 +328,8 @@ def test_a_head_that_reads_the_noise_needs_it(bundle, tmp_path):
     projection = work.project(flux)
     with pytest.raises(ValueError, match="reads the spectrum's noise"):
         work.predict_scaled(projection.coefficients, seed=0)
+    with pytest.raises(ValueError, match="reads the spectrum's noise"):
+        work.predict(flux)  # no inverse variance, no noise to read
     # without the aleatoric source it needs no noise
     work.predict_scaled(projection.coefficients, seed=0, sources=["epistemic"])
     clean, noisy = work.predict(flux, ivar, seed=0), work.predict(flux, ivar / 100, seed=0)

@@ -927,8 +927,9 @@ class EstimatorBundle:
                 noise = self.noise_covariance(projection, ivar)
             if reads_noise and noise is None:
                 raise ValueError(
-                    "this model's aleatoric head reads the spectrum's noise: pass "
-                    "projection= and ivar=, or leave 'aleatoric' out of sources"
+                    "this model's aleatoric head reads the spectrum's noise: give the "
+                    "spectra's inverse variance (predict's ivar; predict_scaled's ivar and "
+                    "projection), or leave 'aleatoric' out of sources"
                 )
             head_noise = None if noise is None else noise.to(device=x.device, dtype=x.dtype)
             if shared is not None:
