@@ -222,7 +222,7 @@ def write_table(table, path: str, overwrite: bool = False) -> None:
         # FITS headers and CSV hold flat key/value metadata only, FITS with short keys.
         flat = {k: v for k, v in table.meta.items() if isinstance(v, str | int | float)}
         if fmt == "fits":
-            from .estimation import _FITS_META_KEYWORDS
+            from .estimation.table import _FITS_META_KEYWORDS
 
             flat = {_FITS_META_KEYWORDS.get(k, k[:8].upper()): _ascii(v) for k, v in flat.items()}
             for name in table.colnames:
@@ -598,7 +598,7 @@ def run_train(args: argparse.Namespace) -> int:
 
     from astropy.table import Table
 
-    from .estimation import _stderr_is_terminal
+    from ._progress import stderr_is_terminal as _stderr_is_terminal
     from .training import EstimatorConfig, size_for, train
 
     _check_device(args.device)

@@ -31,14 +31,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .estimation import (
-    _FITS_META_KEYWORDS,
-    _HIDDEN_IN_PRINT,
-    _checked_n_jobs,
-    _load,
-    estimate,
-    expand_inputs,
-)
+from .estimation import estimate, expand_inputs
+from .estimation.rows import _load
+from .estimation.table import _FITS_META_KEYWORDS, _HIDDEN_IN_PRINT
+from .estimation.workers import _checked_n_jobs
 from .exceptions import AstroSPTError, DamagedPartitionWarning, FailedInputWarning
 
 __all__ = ["MANIFEST_NAME", "estimate_files", "read_results"]

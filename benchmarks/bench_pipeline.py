@@ -308,7 +308,7 @@ def preprocess_floor(spectra, config):
 
 def _plain_spectra(files):
     """The files as `astro_spt.estimate` reads them (`PlainSpectrum`)."""
-    from astro_spt.estimation import _expand, _read
+    from astro_spt.estimation.inputs import _expand, _read
 
     return [_read(item, strict=True)[0] for item in _expand([str(path) for path in files])]
 
@@ -427,7 +427,7 @@ def bench_network(files, repeats, n_samples=100):
     from bench_nn import best_time, gemm_peak, gemm_shapes
 
     import astro_spt
-    from astro_spt.estimation import _NETWORK_CHUNK
+    from astro_spt.estimation.rows import _NETWORK_CHUNK
     from astro_spt.nn import SpectralTransformer, mc_predict
 
     threads = torch.get_num_threads()
@@ -482,10 +482,10 @@ def _estimate_cpu(files, n_jobs):
     import astro_spt
     from astro_spt import estimation
 
-    workers = estimation._WORKER_CPU_SECONDS[0]
+    workers = estimation.workers._WORKER_CPU_SECONDS[0]
     cpu, wall = time.process_time(), time.perf_counter()
     table = astro_spt.estimate(files, n_jobs=n_jobs, progress=False)
-    cpu = time.process_time() - cpu + estimation._WORKER_CPU_SECONDS[0] - workers
+    cpu = time.process_time() - cpu + estimation.workers._WORKER_CPU_SECONDS[0] - workers
     assert len(table) == len(files)
     return cpu, time.perf_counter() - wall, table
 
@@ -524,7 +524,7 @@ def bench_end_to_end(files, repeats):
     CPU second (this process and its workers) and per second of wall clock, in one
     process (``n_jobs=1``) and on every core (``n_jobs=None``); peak memory of a fresh
     process for a quarter of the files and for all of them."""
-    from astro_spt.estimation import _usable_cpus
+    from astro_spt.estimation.workers import _usable_cpus
 
     files = [str(path) for path in files]
     load_before = os.getloadavg()[0]

@@ -95,7 +95,8 @@ def stage_times(bundle, files, device, batch_size=256):
     Also returns the seconds of drawing the dropout masks (part of the network's time,
     timed again on its own) and the number of rows the network ran.
     """
-    from astro_spt.estimation import _NETWORK_CHUNK, _Item, _padded_blocks, _read, _resolve_device
+    from astro_spt.estimation.inputs import _Item, _read
+    from astro_spt.estimation.rows import _NETWORK_CHUNK, _padded_blocks, _resolve_device
     from astro_spt.exceptions import AstroSPTWarning
     from astro_spt.nn.mc import _draw_masks, _spectrum_keys
     from astro_spt.preprocess import preprocess
@@ -245,11 +246,11 @@ def main():
         # estimate() runs one torch and one BLAS thread per process itself
         single, t_single, cpu_single = timed(estimate, files, bundle, n_jobs=1)
         rows = [("1 process, n_jobs=1 (one worker's work, no Dask)", t_single, cpu_single, "")]
-        n_workers = estimation._n_workers(None, estimation._expand(files))
+        n_workers = estimation.workers._n_workers(None, estimation.inputs._expand(files))
         estimate(files[: 64 * n_workers], bundle)  # the worker processes started, model sent
-        workers_cpu = estimation._WORKER_CPU_SECONDS[0]
+        workers_cpu = estimation.workers._WORKER_CPU_SECONDS[0]
         pooled, t_pool, cpu_pool = timed(estimate, files, bundle)
-        cpu_pool += estimation._WORKER_CPU_SECONDS[0] - workers_cpu
+        cpu_pool += estimation.workers._WORKER_CPU_SECONDS[0] - workers_cpu
         same = "yes" if same_table(single, pooled) else "NO"
         name = f"1 process + {n_workers} worker processes (n_jobs=None, the default)"
         rows.append((name, t_pool, cpu_pool, same))

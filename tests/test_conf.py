@@ -87,13 +87,13 @@ def test_default_batch_size_is_read_by_estimate(config_file, monkeypatch, untrai
     import astro_spt.estimation as estimation
 
     sizes = []
-    original = estimation.iter_preprocessed
+    original = estimation.workers.iter_preprocessed
 
     def spy(*args, **kwargs):
         sizes.append(kwargs["batch_size"])
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(estimation, "iter_preprocessed", spy)
+    monkeypatch.setattr(estimation.workers, "iter_preprocessed", spy)
     config_file("default_batch_size = 2\n")
     astro_spt.estimate(example_files()[:3], untrained_bundle, n_samples=2)
     assert sizes == [2]

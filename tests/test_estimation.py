@@ -341,7 +341,7 @@ def test_pure_noise_is_nan_and_unphysical_not_1e168_gyr(default_model):
 
 
 def test_unphysical_values_are_flagged_not_returned(default_model):
-    from astro_spt.estimation import _unphysical
+    from astro_spt.estimation.rows import _unphysical
 
     values = np.array([[5.0, 1.2], [1e168, 1.2], [5.0, -0.3], [np.nan, 1.0], [5.0, 1.2]])
     errors = np.array([[1.0, 0.1], [1.0, 0.1], [1.0, 0.1], [1.0, 0.1], [np.inf, 0.1]])
@@ -412,8 +412,8 @@ def test_unusable_elements_of_a_list_are_rows_a_bad_top_level_input_is_refused(
 def small_worker_tasks(monkeypatch):
     """Workers for a few files, in tasks of a few files: the pool's every path is run
     without reading hundreds of files."""
-    monkeypatch.setattr(estimation, "_MIN_FILES_PER_WORKER", 4)
-    monkeypatch.setattr(estimation, "_WORKER_TASK", 3)
+    monkeypatch.setattr(estimation.workers, "_MIN_FILES_PER_WORKER", 4)
+    monkeypatch.setattr(estimation.workers, "_WORKER_TASK", 3)
 
 
 def _assert_same_tables(a, b):
@@ -439,13 +439,13 @@ def network_calls(monkeypatch):
     """The blocks this process's network ran (the workers' are not counted: they are
     other processes)."""
     calls = []
-    predict = estimation._predict_block
+    predict = estimation.rows._predict_block
 
     def counted(bundle, result, rows, *args, **kwargs):
         calls.append(len(rows))
         return predict(bundle, result, rows, *args, **kwargs)
 
-    monkeypatch.setattr(estimation, "_predict_block", counted)
+    monkeypatch.setattr(estimation.rows, "_predict_block", counted)
     return calls
 
 
@@ -460,10 +460,10 @@ def test_worker_processes_give_the_same_table_bit_for_bit(
         alone = estimate(files, untrained_bundle, n_jobs=1, **options)
     assert network_calls  # n_jobs=1: the network runs here
     network_calls.clear()
-    worker_seconds = estimation._WORKER_CPU_SECONDS[0]
+    worker_seconds = estimation.workers._WORKER_CPU_SECONDS[0]
     with pytest.warns(FailedInputWarning, match="1 of 25"):
         pooled = estimate(files, untrained_bundle, n_jobs=2, **options)
-    assert estimation._WORKER_CPU_SECONDS[0] > worker_seconds  # the workers read them
+    assert estimation.workers._WORKER_CPU_SECONDS[0] > worker_seconds  # the workers read them
     assert not network_calls  # ... and ran the network
     _assert_same_tables(alone, pooled)
     assert alone.meta == pooled.meta
@@ -499,7 +499,7 @@ def test_a_model_that_cannot_be_sent_runs_here(
     with pytest.warns(FailedInputWarning):
         alone = estimate(files, untrained_bundle, n_jobs=1, n_samples=3, return_samples=True)
     network_calls.clear()
-    monkeypatch.setattr(estimation, "_shipped", lambda bundle: None)
+    monkeypatch.setattr(estimation.workers, "_shipped", lambda bundle: None)
     with pytest.warns(FailedInputWarning):
         pooled = estimate(files, untrained_bundle, n_jobs=2, n_samples=3, return_samples=True)
     assert network_calls
@@ -525,7 +525,7 @@ def test_models_sent_to_workers_are_kept_one_at_a_time(
     with torch_no_grad():
         next(other.network.parameters()).add_(1.0)  # another model: another file
     first = estimate(files, untrained_bundle, n_jobs=2, n_samples=2)
-    folder = estimation._SHIPPED["dir"][0]
+    folder = estimation.workers._SHIPPED["dir"][0]
     assert len(os.listdir(folder)) == 1 and os.stat(folder).st_mode & 0o077 == 0
     changed = estimate(files, other, n_jobs=2, n_samples=2)
     assert len(os.listdir(folder)) == 1
@@ -624,10 +624,10 @@ def test_the_default_model_is_loaded_once_per_thread():
     bundle is not for two threads at once)."""
     import threading
 
-    first = estimation._embedded_default()
-    assert estimation._embedded_default() is first
+    first = estimation.rows._embedded_default()
+    assert estimation.rows._embedded_default() is first
     other = []
-    thread = threading.Thread(target=lambda: other.append(estimation._embedded_default()))
+    thread = threading.Thread(target=lambda: other.append(estimation.rows._embedded_default()))
     thread.start()
     thread.join()
     assert other[0] is not first and other[0].name == first.name
