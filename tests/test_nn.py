@@ -337,3 +337,21 @@ def test_import_is_cheap():
     dt, heavy = out.stdout.split(" ", 1)
     assert heavy.strip() == "[]"
     assert float(dt) < 2.0
+
+
+def test_the_aleatoric_head_does_not_move_the_network():
+    """Same seed, same network and same random stream after it, with or without the head."""
+    import torch
+
+    from astro_spt.nn import SpectralTransformer
+
+    states, draws = [], []
+    for hparams in ({}, {"aleatoric": True}, {"aleatoric": True, "scatter_noise": True}):
+        torch.manual_seed(7)
+        net = SpectralTransformer(n_inputs=8, d_model=16, n_heads=2, n_blocks=1, **hparams)
+        states.append({k: v for k, v in net.state_dict().items() if "scatter" not in k})
+        draws.append(torch.rand(3))
+    for state, draw in zip(states[1:], draws[1:], strict=True):
+        assert state.keys() == states[0].keys()
+        assert all(torch.equal(state[k], states[0][k]) for k in state)
+        assert torch.equal(draw, draws[0])

@@ -205,6 +205,16 @@ class SPTBlock(nn.Module):
         return x + self.drop2(self.ffn(self.norm2(x)))
 
 
+def _reset(module: nn.Module, std: float) -> None:
+    """`SpectralTransformer.reset_parameters` of one module."""
+    if isinstance(module, nn.Linear):
+        nn.init.trunc_normal_(module.weight, std=std, a=-2 * std, b=2 * std)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.BatchNorm1d):
+        module.reset_parameters()
+
+
 def noise_feature(noise: torch.Tensor) -> torch.Tensor:
     """What an aleatoric head built with ``scatter_noise=True`` reads of the noise, (N, D).
 
@@ -363,15 +373,17 @@ class SpectralTransformer(nn.Module):
             nn.Linear(head_hidden, n_outputs),
         )
         # One output per entry of a lower-triangular Cholesky factor of the covariance.
-        self.scatter_head = (
-            nn.Sequential(
-                nn.Linear(d_model + (n_outputs if scatter_noise else 0), head_hidden),
-                nn.GELU(),
-                nn.Linear(head_hidden, n_outputs * (n_outputs + 1) // 2),
-            )
-            if aleatoric
-            else None
-        )
+        # Its random draws come from a fork of the generator: with the same seed, the
+        # rest of the network starts, and trains, exactly as without the head, so that
+        # the uncertainty model cannot move the predicted labels.
+        self.scatter_head = None
+        if aleatoric:
+            with torch.random.fork_rng(devices=[]):
+                self.scatter_head = nn.Sequential(
+                    nn.Linear(d_model + (n_outputs if scatter_noise else 0), head_hidden),
+                    nn.GELU(),
+                    nn.Linear(head_hidden, n_outputs * (n_outputs + 1) // 2),
+                )
         self.reset_parameters(init_std)
 
     def reset_parameters(self, std: float = 0.02) -> None:
@@ -393,13 +405,14 @@ class SpectralTransformer(nn.Module):
         >>> bool(weight.abs().max() <= 0.02), bool((bias == 0).all())  # within ±2σ, zero
         (True, True)
         """
+        head = set() if self.scatter_head is None else set(self.scatter_head.modules())
         for module in self.modules():
-            if isinstance(module, nn.Linear):
-                nn.init.trunc_normal_(module.weight, std=std, a=-2 * std, b=2 * std)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.BatchNorm1d):
-                module.reset_parameters()
+            if module not in head:
+                _reset(module, std)
+        if head:
+            with torch.random.fork_rng(devices=[]):  # see __init__
+                for module in self.scatter_head.modules():
+                    _reset(module, std)
 
     def _check_input(self, x: torch.Tensor) -> None:
         n_inputs = self.hparams["n_inputs"]
