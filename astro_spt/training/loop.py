@@ -530,16 +530,19 @@ def fit_scatter_head(
     Examples
     --------
     >>> import numpy as np
+    >>> import torch
     >>> from astro_spt.nn import SpectralTransformer
     >>> from astro_spt.training.loop import fit_scatter_head
     >>> rng = np.random.default_rng(0)
     >>> x = rng.normal(size=(400, 8)).astype("float32")
     >>> y = rng.normal(size=(400, 2)) * np.where(x[:, :1] > 0, 1.0, 0.1)  # two noise levels
+    >>> _ = torch.manual_seed(0)
     >>> net = SpectralTransformer(
     ...     n_inputs=8, d_model=16, n_heads=2, n_blocks=1, aleatoric=True
     ... ).eval()
-    >>> history = fit_scatter_head(net, x[:300], y[:300], x[300:], y[300:], seed=0)
-    >>> import torch
+    >>> history = fit_scatter_head(
+    ...     net, x[:300], y[:300], x[300:], y[300:], seed=0, learning_rate=1e-2, patience=100
+    ... )
     >>> with torch.no_grad():
     ...     sigma = torch.diagonal(net.scatter_covariance(torch.from_numpy(x)), dim1=1, dim2=2)
     >>> noisy = torch.from_numpy(x[:, 0] > 0)
