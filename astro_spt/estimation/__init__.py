@@ -18,7 +18,6 @@ One module per concept, from the inputs to the table:
 Every public name is importable from ``astro_spt.estimation``.
 """
 
-from .._progress import stderr_is_terminal as _stderr_is_terminal  # noqa: F401 (cli, distributed)
 from .batches import (
     ModelInput,
     iter_preprocessed,
@@ -27,7 +26,7 @@ from .batches import (
 )
 from .core import estimate
 from .inputs import expand_inputs
-from .table import _FITS_META_KEYWORDS, flag_names, samples_distribution  # noqa: F401
+from .table import flag_names, samples_distribution
 
 __all__ = [
     "ModelInput",

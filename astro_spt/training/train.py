@@ -443,7 +443,6 @@ def _coverage_scale(error, sigma_of) -> list[float]:
     scales = []
     for d in range(error.shape[1]):
         within = np.zeros((2, len(candidates)))
-        n = 0
         for start in range(0, len(candidates), 128):
             k = candidates[start : start + 128]
             sigma = np.asarray(sigma_of(k, d), dtype=float)
@@ -485,7 +484,7 @@ def _out_of_fold_residuals(hparams, features, y_net, i_train, i_val, config, *, 
     for k, held in enumerate(np.array_split(order, config.scatter_folds)):
         kept = i_train[np.setdiff1d(np.arange(len(i_train)), held)]
         torch.manual_seed(seed + 100 + k)
-        network = SpectralTransformer(**{**hparams, "aleatoric": False, "scatter_noise": False})
+        network = SpectralTransformer(**{**hparams, "aleatoric": False})
         fit_network(
             network,
             features[kept],
