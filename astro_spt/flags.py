@@ -285,8 +285,9 @@ FLAGS = FlagRegistry(
             8,
             "out_of_distribution",
             "The spectrum lies outside the training distribution: its PCA reconstruction "
-            "error or latent distance exceeds the 99.9th percentile of held-out spectra "
-            "of that distribution (the model's validation spectra).",
+            "error, latent distance or the distance of the network's embedding of it "
+            "exceeds the 99.9th percentile of held-out spectra of that distribution (the "
+            "model's validation spectra).",
             "warning",
         ),
         FlagDefinition(

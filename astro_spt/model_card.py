@@ -213,8 +213,9 @@ def render_model_card(config: Mapping[str, Any], *, repo_id: str | None = None) 
         "## Limitations",
         "",
         "Estimates are only as good as the training set. Spectra unlike the training "
-        "spectra (PCA reconstruction error or latent distance beyond the training set's "
-        "percentiles) and predictions outside the training label ranges are flagged.",
+        "spectra (PCA reconstruction error, latent distance or distance of the network's "
+        "embedding beyond their percentiles on held-out training-distribution spectra) and "
+        "predictions outside the training label ranges are flagged.",
     ]
     other = {k: v for k, v in provenance.items() if k not in _SHOWN_KEYS + _UNLISTED_KEYS}
     if other:

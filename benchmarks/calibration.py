@@ -55,6 +55,10 @@ settings (`astro_spt.estimation.preprocess_inputs`), the catalogue's labels,
 `astro_spt.training.split_training_rows`. The split sizes are checked against the
 provenance. The test files get the tables of part 1 (S/N: the catalogue's ``snrg``).
 Part 2 is skipped, with a message, while the mock catalogue does not exist.
+Part 2 also shows the default model the real DR10 spectra of part 1, which it never saw,
+and prints by LASP log g class (giants < 3.5 ≤ subgiants < 3.8 ≤ dwarfs) the share
+flagged ``out_of_distribution``, ``outside_label_range``, ``large_uncertainty`` and any
+of the three: a model of giants should warn on dwarfs and rarely on real giants.
 
 Outputs in ``--output`` (default ``benchmarks/results/calibration/``): ``results.md``
 and ``summary.json``.
@@ -249,6 +253,45 @@ def flag_rates(flags):
         if definition.name not in rates and rate > 0:
             rates[definition.name] = rate
     return rates | {"any flag": 100 * float(np.mean(flags != 0))}
+
+
+#: LASP log g classes of the domain check (part 2): name, lower and upper bound
+DOMAIN_CLASSES = (
+    ("giants (log g < 3.5)", -np.inf, 3.5),
+    ("subgiants (3.5 ≤ log g < 3.8)", 3.5, 3.8),
+    ("dwarfs (log g ≥ 3.8)", 3.8, np.inf),
+)
+DOMAIN_FLAGS = ("out_of_distribution", "outside_label_range", "large_uncertainty")
+
+
+def domain_rates(bundle, data):
+    """Warning rates of a model of giants on real DR10 spectra, by LASP log g class.
+
+    Returns
+    -------
+    dict
+        Class name to ``{"n": stars, flag: per cent, ..., "any of these": per cent}``
+        (`DOMAIN_FLAGS`).
+    """
+    from astro_spt.flags import FLAGS
+
+    table, paths = rl.load_sample(data)
+    estimated, _ = run_estimate(paths, bundle)
+    flags = np.asarray(estimated["flags"], dtype=np.int64)
+    logg = np.asarray(table["logg"], float)
+    warned = np.zeros(len(flags), bool)
+    per_flag = {}
+    for name in DOMAIN_FLAGS:
+        per_flag[name] = flags & FLAGS[name].value != 0
+        warned |= per_flag[name]
+    rates = {}
+    for name, low, high in DOMAIN_CLASSES:
+        rows = (logg >= low) & (logg < high)
+        rates[name] = {"n": int(rows.sum())} | {
+            flag: 100 * float(np.mean(hit[rows])) for flag, hit in per_flag.items()
+        }
+        rates[name]["any of these"] = 100 * float(np.mean(warned[rows]))
+    return rates
 
 
 # --- masking stress test --------------------------------------------------------------
@@ -629,6 +672,9 @@ def mock_part(args):
         n_boot=args.bootstrap,
     )
     times["estimate"] = summary.pop("estimate_seconds")
+    start = time.perf_counter()
+    summary["domain"] = domain_rates(bundle, args.data)
+    times["domain_check"] = time.perf_counter() - start
     return summary | {
         "title": "Part 2: the default model on its mock test set",
         "data": (
@@ -865,6 +911,19 @@ def render(parts, header):
             text += [f"**Warning**: {part['split_mismatch']}.", ""]
         for title, table in part_sections(part):
             text += [f"**{title}**", "", table, ""]
+        if "domain" in part:
+            rows = [
+                [name, str(rates["n"])]
+                + [f"{rates[k]:.1f}" for k in (*DOMAIN_FLAGS, "any of these")]
+                for name, rates in part["domain"].items()
+            ]
+            text += [
+                "**Real LAMOST DR10 spectra (never seen by this model), by LASP log g: "
+                "per cent flagged**",
+                "",
+                markdown(["stars", "n", *DOMAIN_FLAGS, "any of these"], rows),
+                "",
+            ]
     return "\n".join(text)
 
 

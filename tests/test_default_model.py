@@ -79,6 +79,22 @@ def test_a_dwarf_is_flagged(default_model):
     assert table["flags"][0] & suspicious
 
 
+def test_real_dwarfs_are_out_of_its_distribution(shared_data, default_model):
+    # a model of giants: on real DR10 spectra it never saw, out_of_distribution fires on
+    # dwarfs far more often than on giants (all 1,979: 54 % of the dwarfs, 6.6 % of the
+    # giants with log g < 3.5; benchmarks/calibration.py, part 2)
+    from astropy.table import Table
+
+    folder = shared_data / "lamost-lrs" / "dr10"
+    labels = Table.read(folder / "labels.csv")
+    rates = {}
+    for name, rows in (("dwarfs", labels["logg"] >= 3.8), ("giants", labels["logg"] < 3.5)):
+        files = [str(folder / "spectra" / f) for f in labels["file"][rows][:150]]
+        table = astro_spt.estimate(files, default_model, n_samples=10)
+        rates[name] = np.mean(table["flags"] & flags.OUT_OF_DISTRIBUTION != 0)
+    assert rates["dwarfs"] >= 0.3 and rates["dwarfs"] >= 4 * rates["giants"], rates
+
+
 def test_real_dr10_giants(shared_data, default_model):
     from astropy.table import Table
 

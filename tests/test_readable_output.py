@@ -45,9 +45,14 @@ def test_columns_formats_descriptions(model, examples):
     assert table["age_err_noise"].info.format == ".2f"
     for name in table.colnames:
         assert table[name].info.description, name
-    assert table["flag_names"][2] == "repaired_pixels,outside_label_range,masked_standard_regions"
-    text = str(estimate(examples, model, n_samples=5))
-    assert "..." not in text and "8.00" in text and "2.55" in text  # two decimals
+    assert table["flag_names"][2] == (
+        "repaired_pixels,out_of_distribution,large_uncertainty,masked_standard_regions"
+    )
+    printed = estimate(examples, model, n_samples=5)
+    text = str(printed)
+    assert "..." not in text
+    for name in ("age", "age_err", "mass", "mass_err"):  # two decimals
+        assert all(f"{value:.2f}" in text for value in printed[name].value), name
     assert max(len(line) for line in text.splitlines()) <= 80
 
 
@@ -86,8 +91,8 @@ def test_cli_flags_and_explain(capsys, examples):
     assert "unphysical_value" in capsys.readouterr().out
     assert cli.main(["estimate", examples[2], "--samples", "5", "--explain-flags"]) == 0
     captured = capsys.readouterr()
-    assert "outside_label_range" in captured.out  # the flag_names column
-    assert "A prediction lies outside the range" in captured.err
+    assert "out_of_distribution" in captured.out  # the flag_names column
+    assert "The spectrum lies outside the training distribution" in captured.err
 
 
 # -- 2. failures are not silent ------------------------------------------------------

@@ -8,6 +8,7 @@ preprocessing settings, the provenance of the training run and the model card. O
     config.json          schema version, settings, provenance, sha256 of every other file
     model.safetensors    network weights (float32, or float16 to halve the size)
     pca.safetensors      PCA basis as plain arrays (or pca.npz)
+    reference.safetensors  density of the training spectra's embedding (optional)
     README.md            Hugging Face model card (YAML front matter + accuracy tables)
 
 Loading never unpickles: weights and arrays go through ``safetensors`` (or
@@ -20,7 +21,7 @@ One module per concept:
   network) and predictions of them in physical units (`LabelPrediction`);
 - `astro_spt.bundle.reference`: the training set's reference statistics and the tests
   behind the ``out_of_distribution``, ``outside_label_range`` and ``large_uncertainty``
-  flags (`ReferenceStats`, `latent_distance`);
+  flags (`ReferenceStats`, `EmbeddingDensity`, `latent_distance`);
 - `astro_spt.bundle.storage`: the on-disk format, its schema and limits, file hashes,
   verified reads and atomic writes (`read_bundle_config`, `find_corrupt_files`);
 - `astro_spt.bundle.estimator`: `EstimatorBundle`, which ties them together.
@@ -40,13 +41,16 @@ from .labels import (  # noqa: F401
     LabelSpec,
 )
 from .reference import (  # noqa: F401
+    EMBEDDING_SHRINKAGE,
     LARGE_UNCERTAINTY_FRACTION,
     REFERENCE_PERCENTILES,
+    EmbeddingDensity,
     ReferenceStats,
     latent_distance,
 )
 from .storage import (  # noqa: F401
     CONFIG_NAME,
+    EMBEDDING_NAME,
     HPARAM_LIMITS,
     MAX_CONFIG_BYTES,
     MAX_FILE_BYTES,
@@ -67,6 +71,7 @@ __all__ = [
     "CONFIG_NAME",
     "MODEL_CARD_NAME",
     "SCHEMA_VERSION",
+    "EmbeddingDensity",
     "EstimatorBundle",
     "LabelPrediction",
     "LabelSpec",

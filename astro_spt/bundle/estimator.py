@@ -34,9 +34,15 @@ from ..exceptions import (
 from ..nn import MCPrediction, SpectralTransformer, mc_predict
 from ..pca import PCABasis, PCAProjection
 from .labels import UNCERTAINTY_SOURCES, LabelPrediction, LabelSpec
-from .reference import LARGE_UNCERTAINTY_FRACTION, ReferenceStats, latent_distance
+from .reference import (
+    LARGE_UNCERTAINTY_FRACTION,
+    EmbeddingDensity,
+    ReferenceStats,
+    latent_distance,
+)
 from .storage import (
     CONFIG_NAME,
+    EMBEDDING_NAME,
     MODEL_CARD_NAME,
     PCA_DTYPES,
     PCA_NAMES,
@@ -49,6 +55,7 @@ from .storage import (
     _check_uncertainty,
     _config_labels,
     _file_problem,
+    _load_embedding_density,
     _load_network,
     _load_pca,
     _network_skeleton,
@@ -112,6 +119,9 @@ class EstimatorBundle:
         ``None`` applies none.
     reference : `ReferenceStats`, optional
         Training-set statistics for the out-of-distribution flags.
+    embedding_density : `EmbeddingDensity`, optional
+        The training spectra's embedding by the network (`embed`), for the
+        out-of-distribution flag; saved as ``reference.safetensors``.
     projection : {"orthogonal", "gappy"}, optional
         How spectra are projected on the PCA basis (`project`): ``"gappy"`` ignores
         masked pixels (needs a basis with ``residual_variance``); ``"orthogonal"``, the
@@ -175,6 +185,7 @@ class EstimatorBundle:
         tau: float | None = None,
         uncertainty_scale=None,
         reference: ReferenceStats | None = None,
+        embedding_density: EmbeddingDensity | None = None,
         projection: str = "orthogonal",
         uncertainty: Mapping[str, Any] | None = None,
         provenance: Mapping[str, Any] | None = None,
@@ -221,6 +232,11 @@ class EstimatorBundle:
             raise ValueError("projection='gappy' needs a PCA basis with residual_variance")
         if uncertainty is not None:
             uncertainty = _check_uncertainty(uncertainty, len(labels))
+        if embedding_density is not None and embedding_density.n_features != hparams["d_model"]:
+            raise ValueError(
+                f"the embedding density is of width {embedding_density.n_features}, the "
+                f"network embeds spectra in {hparams['d_model']} dimensions"
+            )
         if hasattr(preprocess_config, "to_dict"):
             preprocess_config = preprocess_config.to_dict()
         self.network = network.eval()
@@ -232,6 +248,7 @@ class EstimatorBundle:
         self.tau = None if tau is None else float(tau)
         self.uncertainty_scale = uncertainty_scale
         self.reference = reference
+        self.embedding_density = embedding_density
         self.projection = projection
         self.uncertainty = uncertainty
         self.provenance = dict(provenance or {})
@@ -351,6 +368,11 @@ class EstimatorBundle:
             },
             "uncertainty": self.uncertainty,
             "reference": None if self.reference is None else self.reference.to_dict(),
+            "embedding_density": (
+                None
+                if self.embedding_density is None
+                else {"file": EMBEDDING_NAME, "dtype": "float32"}
+            ),
             "provenance": self.provenance,
         }
         return config
@@ -419,7 +441,7 @@ class EstimatorBundle:
         ...     files = sorted(p.name for p in path.iterdir())
         ...     again = astro_spt.load_model(path)
         >>> files
-        ['README.md', 'config.json', 'model.safetensors', 'pca.safetensors']
+        ['README.md', 'config.json', 'model.safetensors', 'pca.safetensors', 'reference.safetensors']
         >>> again.label_names, again.pca.n_components
         (('age', 'mass'), 143)
         """
@@ -457,6 +479,13 @@ class EstimatorBundle:
         else:
             pca_bytes = save_arrays(arrays)
         payloads = {WEIGHTS_NAME: weights, PCA_NAMES[pca_format]: pca_bytes}
+        if self.embedding_density is not None:
+            payloads[EMBEDDING_NAME] = save_arrays(
+                {
+                    k: np.ascontiguousarray(v, dtype=np.float32)
+                    for k, v in self.embedding_density.to_arrays().items()
+                }
+            )
         card = model_card if model_card is not None else self.model_card
         if card is None:
             card = render_model_card(config, repo_id=repo_id)
@@ -524,12 +553,13 @@ class EstimatorBundle:
         config = read_bundle_config(directory)
         files = config["files"]
         weights_name, pca_name = config["network"]["file"], config["pca"]["file"]
+        embedding_name = (config.get("embedding_density") or {}).get("file")
         network = _network_skeleton(config["network"], files[weights_name]["size"])
         # The files used are read whole (bounded by their recorded sizes); any other
         # listed file is only hashed, in chunks.
         data = {
             name: _read_verified(directory, name, files[name])
-            for name in dict.fromkeys((weights_name, pca_name, MODEL_CARD_NAME))
+            for name in dict.fromkeys((weights_name, pca_name, embedding_name, MODEL_CARD_NAME))
             if name in files
         }
         problems = {
@@ -554,6 +584,9 @@ class EstimatorBundle:
             _check_against_card(config, card, directory / CONFIG_NAME)
         network = _load_network(network, data[weights_name], weights_name)
         pca = _load_pca(pca_name, data[pca_name])
+        density = None
+        if embedding_name is not None:
+            density = _load_embedding_density(embedding_name, data[embedding_name])
         try:
             from ..preprocess import PreprocessConfig
 
@@ -571,6 +604,7 @@ class EstimatorBundle:
                 tau=mc.get("tau"),
                 uncertainty_scale=mc.get("uncertainty_scale"),
                 reference=None if reference is None else ReferenceStats.from_dict(reference),
+                embedding_density=density,
                 projection=config["pca"].get("projection", "orthogonal"),
                 uncertainty=config.get("uncertainty"),
                 provenance=config.get("provenance"),
@@ -882,21 +916,18 @@ class EstimatorBundle:
             raise ValueError(
                 f"unknown uncertainty sources {sorted(unknown)}; choose from {UNCERTAINTY_SOURCES}"
             )
-        shared = None
-        if (
+        shared = embedding = None
+        head_reads_backbone = (
             self.uncertainty is not None
             and "aleatoric" in wanted
             and self.network.scatter_head is not None
-            and self.network.hparams["dropout_position"] == "head"
-        ):
-            # the backbone output, which the passes and the aleatoric head both read: run once
-            was_training = self.network.training
-            self.network.eval()
-            try:
-                with torch.no_grad():
-                    shared = self.network.forward_shared(x)
-            finally:
-                self.network.train(was_training)
+        )
+        if head_reads_backbone or self.embedding_density is not None:
+            # the backbone output (the embedding), which the passes with dropout in the
+            # head, the aleatoric head and the out-of-distribution test read: run once
+            embedding = self._backbone(x)
+            if self.network.hparams["dropout_position"] == "head":
+                shared = (embedding,)
         passes = mc_predict(
             self.network, x, n_samples, seed=seed, keys=keys, return_samples=True, shared=shared
         )
@@ -932,15 +963,10 @@ class EstimatorBundle:
                     "projection), or leave 'aleatoric' out of sources"
                 )
             head_noise = None if noise is None else noise.to(device=x.device, dtype=x.dtype)
-            if shared is not None:
+            if head:
                 with torch.no_grad():
-                    factor = self.network.scatter_cholesky(shared[0], head_noise)
+                    factor = self.network.scatter_cholesky(embedding, head_noise)
                     parts["aleatoric"] = (factor @ factor.mT).double().cpu()
-            elif head:
-                with torch.no_grad():
-                    parts["aleatoric"] = (
-                        self.network.scatter_covariance(x, head_noise).double().cpu()
-                    )
             if "noise" in wanted and noise is not None:
                 parts["noise"] = noise
             for name, covariance in parts.items():
@@ -957,8 +983,55 @@ class EstimatorBundle:
                 passes.samples.cpu(), extra, epistemic_scale=scale, keys=keys, seed=seed
             )
         return MCPrediction(
-            passes.mean.cpu(), epistemic + extra, samples, passes.seed, components=components
+            passes.mean.cpu(),
+            epistemic + extra,
+            samples,
+            passes.seed,
+            components=components,
+            embedding=None if embedding is None else embedding.cpu(),
         )
+
+    def _backbone(self, x: torch.Tensor) -> torch.Tensor:
+        was_training = self.network.training
+        self.network.eval()
+        try:
+            with torch.no_grad():
+                return self.network.backbone(x)
+        finally:
+            self.network.train(was_training)
+
+    def embed(self, features, *, device=None) -> np.ndarray:
+        """The network's embedding of spectra: the backbone output its heads read.
+
+        What the out-of-distribution test compares with the training spectra's
+        (`embedding_density`); deterministic (no dropout).
+
+        Parameters
+        ----------
+        features : array-like, shape (N, n_components)
+            PCA coefficients (`features` or `project`).
+        device : str or `torch.device` or None, optional
+            Where to run the network; default where it is.
+
+        Returns
+        -------
+        `numpy.ndarray`, shape (N, d_model), float64
+
+        Examples
+        --------
+        >>> import astro_spt
+        >>> from astro_spt.estimation import preprocess_inputs
+        >>> from astro_spt.io import example_files
+        >>> model = astro_spt.load_model()
+        >>> spectra = preprocess_inputs(example_files()[:2], model.preprocess_settings())
+        >>> model.embed(model.features(spectra.flux)).shape
+        (2, 256)
+        """
+        if device is not None:
+            self.network.to(device)
+        device = next(self.network.parameters()).device
+        x = torch.as_tensor(np.asarray(features, dtype=np.float32), device=device)
+        return self._backbone(x).cpu().double().numpy()
 
     def unscale(self, prediction: MCPrediction, *, method: str | None = None) -> LabelPrediction:
         """Map a prediction from the network's label space to physical units.
@@ -1037,6 +1110,11 @@ class EstimatorBundle:
             samples,
             prediction.seed,
             components=components,
+            embedding=(
+                None
+                if getattr(prediction, "embedding", None) is None
+                else prediction.embedding.detach().cpu().double().numpy()
+            ),
         )
 
     def predict(
@@ -1135,13 +1213,16 @@ class EstimatorBundle:
         mask=None,
         *,
         projection: PCAProjection | None = None,
+        embedding=None,
         percentile: float | None = None,
     ):
-        """Whether spectra lie beyond the training distribution in the PCA space or outside it.
+        """Whether spectra lie beyond the training distribution.
 
-        A spectrum is flagged when its PCA reconstruction error or its latent Mahalanobis
-        distance (see `ReferenceStats`) exceeds the reference set's ``percentile`` (the
-        reference set is held-out spectra of the training distribution).
+        A spectrum is flagged when its PCA reconstruction error, its latent Mahalanobis
+        distance or, for bundles with an `embedding_density`, the Mahalanobis distance of
+        its embedding by the network (see `ReferenceStats`) exceeds the reference set's
+        ``percentile`` (the reference set is held-out spectra of the training
+        distribution).
 
         Parameters
         ----------
@@ -1151,6 +1232,8 @@ class EstimatorBundle:
             Their masked pixels.
         projection : `~astro_spt.pca.PCAProjection`, optional
             Their projection (`project`), if already computed, instead of ``flux``.
+        embedding : array-like, shape (N, d_model), optional
+            Their embedding (`embed`, or ``predict(...).embedding``), if already computed.
         percentile : float or None, optional
             Default the reference statistics' ``ood_percentile``.
 
@@ -1171,13 +1254,16 @@ class EstimatorBundle:
         >>> model = astro_spt.load_model()  # the embedded default, no network
         >>> spectra = preprocess_inputs(example_files(), model.preprocess_settings())
         >>> model.out_of_distribution(spectra.flux, spectra.mask)
-        array([False, False, False, False, False, False])
-        >>> model.out_of_distribution(spectra.flux, spectra.mask, percentile=99)
         array([False, False,  True, False, False, False])
+        >>> embedding = model.embed(model.project(spectra.flux, spectra.mask).coefficients)
+        >>> model.embedding_density.distance(embedding).round()
+        array([ 31.,   7., 107.,  22.,  24.,  49.])
+        >>> round(model.reference.threshold("embedding_distance"))  # held-out 99.9th pct.
+        67
 
-        None of the six is beyond the default 99.9th percentile of the held-out spectra;
-        the third file, a K dwarf, is beyond their 99th percentile (this demonstration
-        model was trained on mock spectra of giants).
+        The third file, a K dwarf, is out of the distribution of this demonstration model,
+        trained on mock spectra of giants: the network embeds it far from any giant it
+        was trained on.
         """
         reference = self._reference()
         if projection is None:
@@ -1186,9 +1272,15 @@ class EstimatorBundle:
             projection = self.project(flux, mask)
         latent = latent_distance(self.pca, projection.coefficients)
         recon = projection.reconstruction_error
-        return (recon > reference.threshold("reconstruction_error", percentile)) | (
+        flagged = (recon > reference.threshold("reconstruction_error", percentile)) | (
             latent > reference.threshold("latent_distance", percentile)
         )
+        if self.embedding_density is not None and reference.embedding_distance:
+            if embedding is None:
+                embedding = self.embed(projection.coefficients)
+            distance = self.embedding_density.distance(embedding)
+            flagged |= distance > reference.threshold("embedding_distance", percentile)
+        return flagged
 
     def large_uncertainty(
         self, values, std, fraction: float = LARGE_UNCERTAINTY_FRACTION
@@ -1334,8 +1426,8 @@ class EstimatorBundle:
         (6, Unit("Gyr"), Unit("solMass"))
         >>> age, mass = table["age"][1], table["mass"][1]
         >>> print(f"{age:.1f} and {mass:.1f}")
-        6.3 Gyr and 1.1 solMass
+        5.4 Gyr and 1.2 solMass
         >>> decode_flags(table["flags"][2])  # the K dwarf among the example files
-        ['repaired_pixels', 'outside_label_range', 'masked_standard_regions']
+        ['repaired_pixels', 'out_of_distribution', 'large_uncertainty', 'masked_standard_regions']
         """
         return _upper("astro_spt.estimation", "estimate")(spectra, model=self, **kwargs)

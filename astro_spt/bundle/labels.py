@@ -167,6 +167,9 @@ class LabelPrediction:
     components : dict of str to `numpy.ndarray` or None
         Standard deviation that each source of uncertainty (``"noise"``,
         ``"aleatoric"``, ``"epistemic"``) contributes, shape (N, D), to first order.
+    embedding : `numpy.ndarray` or None, shape (N, d_model)
+        The network's embedding of the spectra (`EstimatorBundle.embed`), when the
+        prediction computed it; the out-of-distribution test reads it.
 
     Examples
     --------
@@ -177,15 +180,23 @@ class LabelPrediction:
     >>> from astro_spt.io import example_files
     >>> from astro_spt.preprocess import preprocess
     >>> model = astro_spt.load_model()  # the embedded default, no network
-    >>> flux = preprocess(Spectrum.read(example_files()[0]), model.preprocess_settings()).flux
-    >>> scaled = model.predict_scaled(model.features(flux), 20, seed=0, return_samples=True)
+    >>> spectra = preprocess(Spectrum.read(example_files()[0]), model.preprocess_settings())
+    >>> projection = model.project(spectra.flux, spectra.mask)
+    >>> scaled = model.predict_scaled(
+    ...     projection.coefficients,
+    ...     20,
+    ...     seed=0,
+    ...     return_samples=True,
+    ...     projection=projection,
+    ...     ivar=spectra.ivar,  # the aleatoric head reads the noise
+    ... )
     >>> pred = model.unscale(scaled)
     >>> pred.names, pred.units
     (('age', 'mass'), ('Gyr', 'solMass'))
     >>> pred.mean.shape, pred.covariance.shape, pred.samples.shape
     ((1, 2), (1, 2, 2), (1, 20, 2))
     >>> pred.mean.round(1), pred.std.round(1)  # ages in Gyr, masses in solar masses
-    (array([[4.7, 1.2]]), array([[1.7, 0.1]]))
+    (array([[4.3, 1.2]]), array([[3. , 0.2]]))
     """
 
     names: tuple[str, ...]
@@ -195,6 +206,7 @@ class LabelPrediction:
     samples: np.ndarray | None
     seed: int
     components: dict | None = None
+    embedding: np.ndarray | None = None
 
     @property
     def std(self) -> np.ndarray:

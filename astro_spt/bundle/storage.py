@@ -32,9 +32,11 @@ from ..exceptions import (
 from ..nn import SpectralTransformer
 from ..pca import PCABasis
 from .labels import LABEL_SCALINGS, UNCERTAINTY_SOURCES, _check_label_unit
+from .reference import EmbeddingDensity
 
 __all__ = [
     "CONFIG_NAME",
+    "EMBEDDING_NAME",
     "HPARAM_LIMITS",
     "MAX_CONFIG_BYTES",
     "MAX_FILES",
@@ -53,13 +55,17 @@ SCHEMA_VERSION = 2
 """Version of the bundle layout written by this `astro_spt`; it reads this one and older.
 
 Version 2 added the gappy PCA projection, the aleatoric head and the predictive
-uncertainty weights (``pca.projection``, ``network.hparams.aleatoric``, ``uncertainty``).
+uncertainty weights (``pca.projection``, ``network.hparams.aleatoric``, ``uncertainty``);
+within version 2, bundles may also hold the density of the network's embedding of the
+training spectra (``embedding_density``, ``reference.safetensors``), which older readers
+ignore.
 """
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 MODEL_CARD_NAME = "README.md"
 PCA_NAMES = {"safetensors": "pca.safetensors", "npz": "pca.npz"}
+EMBEDDING_NAME = "reference.safetensors"
 WEIGHT_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 PROJECTIONS = ("orthogonal", "gappy")
 PCA_DTYPES = ("float64", "float32")
@@ -454,6 +460,19 @@ def _validate_config(config: dict, path: Path) -> None:
         )
     schema.object(config.get("uncertainty"), "uncertainty", optional=True)
     schema.object(config.get("reference"), "reference", optional=True)
+    density = schema.object(config.get("embedding_density"), "embedding_density", optional=True)
+    if density:
+        name = density.get("file")
+        if not isinstance(name, str) or name not in files:
+            raise BundleError(
+                f"{path}: embedding_density file {name!r} is not listed with a sha256"
+            )
+        if not name.endswith(".safetensors"):
+            schema.fail("embedding_density.file", "expected a .safetensors file")
+        # mean (d) and whitening (d x d) of float32, d = d_model
+        schema.integer(
+            files[name]["size"], f"files[{name!r}].size", 0, 4 * d_model * (d_model + 1) + 4096
+        )
     schema.object(config.get("provenance"), "provenance", optional=True)
 
 
@@ -484,7 +503,7 @@ def read_bundle_config(directory) -> dict[str, Any]:
     >>> config["schema_version"], [label["name"] for label in config["labels"]]
     (2, ['age', 'mass'])
     >>> sorted(config["files"])  # each with its sha256 and size
-    ['README.md', 'model.safetensors', 'pca.safetensors']
+    ['README.md', 'model.safetensors', 'pca.safetensors', 'reference.safetensors']
     """
     directory = Path(directory)
     path = directory / CONFIG_NAME
@@ -653,6 +672,20 @@ def _load_pca(name: str, data: bytes) -> PCABasis:
         return PCABasis.from_arrays(arrays)
     except ValueError as err:
         raise BundleError(f"invalid PCA basis in {name}: {err}") from err
+
+
+def _load_embedding_density(name: str, data: bytes) -> EmbeddingDensity:
+    from safetensors import SafetensorError
+    from safetensors.numpy import load as load_arrays
+
+    try:
+        arrays = load_arrays(data)
+    except SafetensorError as err:
+        raise BundleError(f"cannot read the embedding density in {name}: {err}") from err
+    try:
+        return EmbeddingDensity.from_arrays(arrays)
+    except ValueError as err:
+        raise BundleError(f"invalid embedding density in {name}: {err}") from err
 
 
 def _check_uncertainty(uncertainty: Mapping[str, Any], n_labels: int) -> dict[str, Any]:

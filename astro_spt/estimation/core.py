@@ -156,14 +156,14 @@ def estimate(
     >>> table.meta["seed"], table.meta["n_samples"]
     (0, 100)
 
-    The flags say which results to trust. The K dwarf (``sp06-160``) is no giant: its
-    age comes out older than any star of the training set, and is flagged so:
+    The flags say which results to trust. The K dwarf (``sp06-160``) is no giant: the
+    network sees it unlike any giant it was trained on, and its age is barely constrained:
 
     >>> print(table["source"][2], table["flag_names"][2])
-    spec-55862-B6212_sp06-160.fits.gz repaired_pixels,outside_label_range,masked_standard_regions
+    spec-55862-B6212_sp06-160.fits.gz repaired_pixels,out_of_distribution,large_uncertainty,masked_standard_regions
     >>> decode_flags(table["flags"][2])
-    ['repaired_pixels', 'outside_label_range', 'masked_standard_regions']
-    >>> warned = has_flag(table["flags"], "outside_label_range")
+    ['repaired_pixels', 'out_of_distribution', 'large_uncertainty', 'masked_standard_regions']
+    >>> warned = has_flag(table["flags"], "out_of_distribution")
     >>> np.flatnonzero(warned).tolist()  # rows to set aside
     [2]
     """

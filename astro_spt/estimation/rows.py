@@ -153,7 +153,9 @@ def _predict_block(bundle, result, rows, n_samples, seed, keep_samples, device, 
         if keep_samples:
             outputs["samples"].append(labels.samples[:n])
         if bundle.reference is not None:
-            outputs["ood"].append(bundle.out_of_distribution(projection=projection)[:n])
+            outputs["ood"].append(
+                bundle.out_of_distribution(projection=projection, embedding=labels.embedding)[:n]
+            )
         if done is not None:
             done(n)
     components = {

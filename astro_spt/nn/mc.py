@@ -32,6 +32,9 @@ class MCPrediction:
     components : dict of str to `torch.Tensor` or None
         Variances of the separate sources of the covariance, each shape (N, D), when the
         predictor reports them (`~astro_spt.bundle.EstimatorBundle.predict_scaled`).
+    embedding : `torch.Tensor` or None, shape (N, d_model)
+        The network's embedding of the inputs (the backbone output its heads read), when
+        the predictor computed it (`~astro_spt.bundle.EstimatorBundle.predict_scaled`).
 
     Examples
     --------
@@ -59,6 +62,7 @@ class MCPrediction:
     samples: torch.Tensor | None
     seed: int
     components: dict | None = None
+    embedding: torch.Tensor | None = None
 
     @property
     def std(self) -> torch.Tensor:
