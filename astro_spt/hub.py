@@ -410,8 +410,9 @@ def resolve_model(
     --------
     >>> from astro_spt.hub import resolve_model
     >>> path = resolve_model()  # the embedded default: no network, no download
-    >>> path.name, sorted(p.name for p in path.iterdir())
-    ('default_model', ['README.md', 'config.json', 'model.safetensors', 'pca.safetensors', 'reference.safetensors'])
+    >>> path.name, sorted(p.name for p in path.iterdir())  # doctest: +NORMALIZE_WHITESPACE
+    ('default_model', ['README.md', 'config.json', 'model.safetensors', 'pca.safetensors',
+                       'reference.safetensors'])
     >>> resolve_model(path) == path  # a bundle directory is returned as it is
     True
     >>> path = resolve_model("astro-spt/example", revision="v1")  # doctest: +SKIP

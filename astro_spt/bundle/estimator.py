@@ -440,8 +440,9 @@ class EstimatorBundle:
         ...     path = model.save_pretrained(f"{tmp}/age-mass", dtype="float16")
         ...     files = sorted(p.name for p in path.iterdir())
         ...     again = astro_spt.load_model(path)
-        >>> files
-        ['README.md', 'config.json', 'model.safetensors', 'pca.safetensors', 'reference.safetensors']
+        >>> files  # doctest: +NORMALIZE_WHITESPACE
+        ['README.md', 'config.json', 'model.safetensors', 'pca.safetensors',
+         'reference.safetensors']
         >>> again.label_names, again.pca.n_components
         (('age', 'mass'), 143)
         """
