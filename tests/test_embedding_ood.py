@@ -232,3 +232,12 @@ def test_a_network_trained_on_dwarfs_flags_giants_by_its_embedding(shared_data):
     giant = rates(seen_giants, np.arange(len(seen_giants.flux)))
     assert held_out[0] <= 0.1, held_out
     assert giant[0] >= 0.3 and giant[0] >= 2 * giant[1], giant
+
+
+def test_an_embedding_that_cannot_be_measured_is_out_of_distribution(dense):
+    bundle, flux = dense
+    embedding = bundle.embed(bundle.features(flux[:3]))
+    embedding[1, 0] = np.nan
+    embedding[2, 0] = np.inf
+    flagged = bundle.out_of_distribution(flux[:3], embedding=embedding, percentile=100)
+    assert flagged.tolist() == [False, True, True]

@@ -1271,16 +1271,19 @@ class EstimatorBundle:
             if flux is None:
                 raise ValueError("give flux or projection")
             projection = self.project(flux, mask)
-        latent = latent_distance(self.pca, projection.coefficients)
-        recon = projection.reconstruction_error
-        flagged = (recon > reference.threshold("reconstruction_error", percentile)) | (
-            latent > reference.threshold("latent_distance", percentile)
-        )
+        distances = {
+            "reconstruction_error": projection.reconstruction_error,
+            "latent_distance": latent_distance(self.pca, projection.coefficients),
+        }
         if self.embedding_density is not None and reference.embedding_distance:
             if embedding is None:
                 embedding = self.embed(projection.coefficients)
-            distance = self.embedding_density.distance(embedding)
-            flagged |= distance > reference.threshold("embedding_distance", percentile)
+            distances["embedding_distance"] = self.embedding_density.distance(embedding)
+        flagged = np.zeros(np.shape(distances["latent_distance"]), dtype=bool)
+        for kind, distance in distances.items():
+            # a distance that cannot be measured (NaN, inf) is no evidence of belonging
+            beyond = ~(distance <= reference.threshold(kind, percentile))
+            flagged |= beyond
         return flagged
 
     def large_uncertainty(
