@@ -11,9 +11,9 @@ split is rebuilt as training made it, by ``benchmarks/calibration.py``'s `rebuil
 (the bundle's provenance, the mock files preprocessed with the bundle's settings,
 `astro_spt.training.split_training_rows`); the script stops if the split sizes differ from
 the provenance's. The test stars are estimated with `astro_spt.estimate` (seed 0, the
-model's number of Monte Carlo passes) and written, one row per star, to
-``docs/_static/default_model_test.ecsv``: the catalogue's true labels and S/N, the
-estimates, their uncertainties and flags. ``meta`` records the model's
+model's number of Monte Carlo passes, ``error_sources=True``) and written, one row per
+star, to ``docs/_static/default_model_test.ecsv``: the catalogue's true labels and S/N,
+the estimates, their uncertainties (total and each source's) and flags. ``meta`` records the model's
 weights' sha256 (`model_fingerprint`), so that a stale file is detected
 (``tests/test_default_model.py``, and the documentation build stops).
 """
@@ -35,14 +35,15 @@ DEFAULT_OUTPUT = ROOT / "docs" / "_static" / "default_model_test.ecsv"
 
 
 def model_fingerprint(config: dict) -> str:
-    """The sha256 of the bundle's weights and PCA basis, as its ``config.json`` records them.
+    """The sha256 of the bundle's weights, PCA basis and embedding density (when it has
+    one), as its ``config.json`` records them.
 
     Edits of the model card (``README.md``) leave it alone; new weights change it.
     """
     files = config["files"]
-    return hashlib.sha256(
-        (files["model.safetensors"]["sha256"] + files["pca.safetensors"]["sha256"]).encode()
-    ).hexdigest()
+    names = ("model.safetensors", "pca.safetensors", "reference.safetensors")
+    digests = "".join(files[name]["sha256"] for name in names if name in files)
+    return hashlib.sha256(digests.encode()).hexdigest()
 
 
 def main(argv=None):
@@ -71,7 +72,9 @@ def main(argv=None):
     print(f"split rebuilt in {time.perf_counter() - start:.0f} s: {calibration._sizes(split)}")
 
     start = time.perf_counter()
-    estimates = astro_spt.estimate([paths[i] for i in i_test], model=bundle, seed=0)
+    estimates = astro_spt.estimate(
+        [paths[i] for i in i_test], model=bundle, seed=0, error_sources=True
+    )
     print(f"estimated {len(i_test)} test stars in {time.perf_counter() - start:.0f} s")
 
     table = QTable()
@@ -83,8 +86,10 @@ def main(argv=None):
         true = u.Quantity(catalog[name][i_test], unit)
         table[f"{name}_true"] = true.astype(np.float32)
         table[f"{name}_true"].description = f"catalogue {name} (APOKASC-2)"
-        for column in (name, f"{name}_err"):
+        sources = [c for c in estimates.colnames if c.startswith(f"{name}_err_")]
+        for column in (name, f"{name}_err", *sources):
             table[column] = estimates[column].to(unit).astype(np.float32)
+            table[column].info.description = estimates[column].info.description
     table["flags"] = estimates["flags"]
     for name in ("teff", "logg", "feh"):  # the labels the mock spectra were made from
         table[name] = catalog[name][i_test].astype(np.float32)

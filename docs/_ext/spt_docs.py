@@ -19,6 +19,7 @@ __all__ = [
     "markdown_to_rst",
     "model_card_rst",
     "preprocessing_figure",
+    "uncertainty_sources_figure",
     "write_generated",
 ]
 
@@ -280,7 +281,8 @@ def default_model_figures(folder, test_set=TEST_SET, bundle_dir=None) -> list[Pa
 
     table = QTable.read(test_set)
     files = config["files"]
-    weights = files["model.safetensors"]["sha256"] + files["pca.safetensors"]["sha256"]
+    names = ("model.safetensors", "pca.safetensors", "reference.safetensors")
+    weights = "".join(files[name]["sha256"] for name in names if name in files)
     # as scripts/default_model_test_set.py's model_fingerprint
     if table.meta.get("model_fingerprint") != hashlib.sha256(weights.encode()).hexdigest():
         raise RuntimeError(
@@ -537,10 +539,73 @@ def flag_figure(folder, test_set=TEST_SET) -> Path:
     return _save_if_changed(fig, Path(folder) / "flags.png")
 
 
+def uncertainty_sources_figure(folder, test_set=TEST_SET, n_bins=6) -> Path:
+    """``uncertainty_sources.png`` in ``folder``: each source of the default model's
+    uncertainty against S/N, and the errors it should match, on its test stars.
+
+    Per label, in ``n_bins`` S/N bins of equal numbers of test stars: the median σ of
+    each source (``error_sources=True``) and of the total, and the 68.3rd percentile of
+    ``|estimate - true|``, which a calibrated total σ equals.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     uncertainty_sources_figure(folder).name
+    'uncertainty_sources.png'
+    """
+    from astropy.table import QTable
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import FixedLocator, FormatStrFormatter, NullFormatter
+
+    table = QTable.read(test_set)
+    snr = np.asarray(table["snr"], float)
+    edges = np.quantile(snr, np.linspace(0, 1, n_bins + 1))
+    bins = np.clip(np.searchsorted(edges, snr, side="right") - 1, 0, n_bins - 1)
+    centres = np.array([np.median(snr[bins == b]) for b in range(n_bins)])
+    styles = {
+        "total": ("black", "-", "o"),
+        "aleatoric": ("tab:orange", "--", "s"),
+        "noise": ("tab:blue", "--", "^"),
+        "epistemic": ("tab:green", "--", "v"),
+    }
+    fig = Figure(figsize=(9, 4), layout="constrained")
+    for ax, name in zip(fig.subplots(1, 2), ("age", "mass"), strict=True):
+        unit = table[name].unit
+        for source, (colour, line, marker) in styles.items():
+            column = f"{name}_err" if source == "total" else f"{name}_err_{source}"
+            sigma = table[column].to_value(unit)
+            medians = [np.median(sigma[bins == b]) for b in range(n_bins)]
+            ax.plot(centres, medians, line, color=colour, marker=marker, label=f"σ {source}")
+        error = np.abs((table[name] - table[f"{name}_true"]).to_value(unit))
+        observed = [np.percentile(error[bins == b], 68.27) for b in range(n_bins)]
+        ax.plot(
+            centres,
+            observed,
+            "x",
+            color="tab:red",
+            markersize=9,
+            mew=2,
+            label="68.3 % of |estimate − true|",
+        )
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ticks = [t for t in (5, 10, 20, 50, 100, 200, 500) if snr.min() <= t <= snr.max()]
+        ax.xaxis.set_major_locator(FixedLocator(ticks))
+        ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel("S/N (g band)")
+        ax.set_ylabel(f"{name} uncertainty ({unit.to_string('unicode')})")
+        ax.set_title(f"{name}: median σ per S/N bin ({len(table) // n_bins} stars each)")
+    ax.legend(fontsize=8, loc="lower left")
+    return _save_if_changed(fig, Path(folder) / "uncertainty_sources.png")
+
+
 def write_generated(folder) -> None:
     """Write ``flag_table.rst``, ``model_card.rst``, the default model's figures
-    (``figures/``, `default_model_figures`) and those of the preprocessing and flags
-    pages (`preprocessing_figure`, `flag_figure`) into ``folder``."""
+    (``figures/``, `default_model_figures`) and those of the preprocessing, flags and
+    uncertainties pages (`preprocessing_figure`, `flag_figure`,
+    `uncertainty_sources_figure`) into ``folder``."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     _write_if_changed(folder / "flag_table.rst", flag_table_rst())
@@ -548,3 +613,4 @@ def write_generated(folder) -> None:
     default_model_figures(folder / "figures")
     preprocessing_figure(folder / "figures")
     flag_figure(folder / "figures")
+    uncertainty_sources_figure(folder / "figures")
