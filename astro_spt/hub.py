@@ -228,9 +228,10 @@ def download_model(
     ``config.json`` is fetched first, at ``revision``; the other files it lists are then
     fetched at the commit that ``config.json`` came from, so that a branch moving
     during the download cannot mix two versions. Files already cached are not fetched
-    again. Every file is checked against its sha256; on any failure the snapshot
-    entries made by this call are removed again, and corrupt files are deleted, so the
-    cache never holds a half-written bundle.
+    again. A file the server states to be of another size than ``config.json``
+    records is refused before it is fetched. Every file is checked against its sha256;
+    on any failure the snapshot entries made by this call are removed again, and
+    corrupt files are deleted, so the cache never holds a half-written bundle.
 
     Parameters
     ----------
@@ -284,7 +285,12 @@ def download_model(
     ...
     astro_spt.exceptions.OfflineCacheMissError: astro-spt/example at revision 'main' is not ...
     """
-    from huggingface_hub import hf_hub_download, try_to_load_from_cache
+    from huggingface_hub import (
+        get_hf_file_metadata,
+        hf_hub_download,
+        hf_hub_url,
+        try_to_load_from_cache,
+    )
 
     if not _REPO_ID.match(repo_id) or ".." in repo_id or "--" in repo_id:
         raise ValueError(f"{repo_id!r} is not a hub repository id ('namespace/name')")
@@ -336,6 +342,24 @@ def download_model(
                 raise
             raise translated from err
 
+    def server_size(filename: str, at: str) -> int | None:
+        """The file's size as the server states it (None if it does not say)."""
+        url = hf_hub_url(repo_id, filename, revision=at, endpoint=endpoint)
+        try:
+            metadata = get_hf_file_metadata(
+                url,
+                token=token,
+                library_name="astro-spt",
+                library_version=_package_version(),
+                endpoint=endpoint,
+            )
+        except Exception as err:
+            translated = translate(err, filename=filename)
+            if translated is err:
+                raise
+            raise translated from err
+        return metadata.size
+
     cached_config = try_to_load_from_cache(
         repo_id, CONFIG_NAME, cache_dir=cache_dir, revision=revision
     )
@@ -344,9 +368,22 @@ def download_model(
     snapshot = config_path.parent
     try:
         config = read_bundle_config(snapshot)
-        for name in config["files"]:
+        for name, entry in config["files"].items():
             pointer = snapshot / name
             existed = os.path.lexists(pointer)
+            if not existed and not offline and unreachable is None:
+                # Refuse a file of another size than config.json records before fetching
+                # it, not after: a wrong or huge file never reaches the disk.
+                size = server_size(name, snapshot.name)
+                if size is not None and size != entry["size"]:
+                    raise HubIntegrityError(
+                        f"{repo_id} at revision {revision!r}: the server holds {name} of "
+                        f"{size:,} bytes, but its {CONFIG_NAME} records {entry['size']:,}; "
+                        "it was not downloaded. The repository is inconsistent (or the "
+                        "server is not a Hugging Face hub).",
+                        filename=name,
+                        path=pointer,
+                    )
             # The snapshot folder is named by its commit hash: pin the other files to it.
             fetch(name, snapshot.name)
             if not existed:

@@ -161,6 +161,22 @@ def test_tampered_file_on_the_server(hub, cache, bundle_dir):
     load_model(REPO, revision="v1", cache_dir=cache, endpoint=hub.url)
 
 
+def test_a_file_of_another_size_is_refused_before_it_is_fetched(hub, cache):
+    good = hub.files(REPO)["model.safetensors"]
+    hub.tamper(REPO, "model.safetensors", good + bytes(2**20))  # a MiB more than recorded
+    hub.requests.clear()
+    with pytest.raises(
+        HubIntegrityError, match=r"holds model\.safetensors of [0-9,]+ bytes, but .* records"
+    ) as info:
+        load_model(REPO, revision="v1", cache_dir=cache, endpoint=hub.url)
+    assert info.value.filename == "model.safetensors"
+    fetched = [path for method, path in hub.requests if method == "GET"]
+    assert not any(path.endswith("/model.safetensors") for path in fetched), fetched
+    assert _snapshot_files(cache) == []
+    hub.tamper(REPO, "model.safetensors", good)
+    load_model(REPO, revision="v1", cache_dir=cache, endpoint=hub.url)
+
+
 def test_corrupted_cache_entry_is_removed_and_refetched(hub, cache):
     snapshot = download_model(REPO, revision="v1", cache_dir=cache, endpoint=hub.url)
     blob = (snapshot / "pca.safetensors").resolve()
