@@ -108,8 +108,20 @@ def test_bundle_round_trip_keeps_the_density(dense, tmp_path):
     bundle, flux = dense
     path = bundle.save_pretrained(tmp_path / "b")
     config = json.loads((path / "config.json").read_text())
-    assert config["embedding_density"] == {"file": EMBEDDING_NAME, "dtype": "float32"}
+    density = config["embedding_density"]
+    assert (density["file"], density["dtype"]) == (EMBEDDING_NAME, "float32")
+    assert density["distance_percentiles"] == bundle.reference.embedding_distance
     assert EMBEDDING_NAME in config["files"] and find_corrupt_files(path, config) == {}
+    # "reference" keeps the keys readers from before the density know, so that they
+    # load the bundle (without the embedding test) instead of refusing it
+    assert set(config["reference"]) == {
+        "n_train",
+        "reconstruction_error",
+        "latent_distance",
+        "label_ranges",
+        "ood_percentile",
+        "label_spread",
+    }
     again = EstimatorBundle.from_pretrained(path)
     np.testing.assert_array_equal(
         again.embedding_density.whitening,

@@ -336,6 +336,11 @@ class EstimatorBundle:
         False
         """
         pca = self.pca
+        # The embedding distance's percentiles go with the density, not into "reference":
+        # readers from before the density exist ignore that section (and its file), and
+        # would refuse a "reference" with a key they do not know.
+        reference = None if self.reference is None else self.reference.to_dict()
+        embedded = {} if reference is None else reference.pop("embedding_distance", {})
         config = {
             "schema_version": SCHEMA_VERSION,
             "astro_spt_version": _package_version(),
@@ -367,11 +372,11 @@ class EstimatorBundle:
                 ),
             },
             "uncertainty": self.uncertainty,
-            "reference": None if self.reference is None else self.reference.to_dict(),
+            "reference": reference,
             "embedding_density": (
                 None
                 if self.embedding_density is None
-                else {"file": EMBEDDING_NAME, "dtype": "float32"}
+                else {"file": EMBEDDING_NAME, "dtype": "float32", "distance_percentiles": embedded}
             ),
             "provenance": self.provenance,
         }
@@ -594,6 +599,9 @@ class EstimatorBundle:
             PreprocessConfig.from_dict(config.get("preprocess_config") or {})
             labels = [LabelSpec(**label) for label in config["labels"]]
             reference = config.get("reference")
+            embedded = (config.get("embedding_density") or {}).get("distance_percentiles")
+            if reference is not None and embedded:
+                reference = {**reference, "embedding_distance": embedded}
             mc = config.get("mc_dropout") or {}
             bundle = cls(
                 network,

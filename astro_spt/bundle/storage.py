@@ -57,8 +57,9 @@ SCHEMA_VERSION = 2
 Version 2 added the gappy PCA projection, the aleatoric head and the predictive
 uncertainty weights (``pca.projection``, ``network.hparams.aleatoric``, ``uncertainty``);
 within version 2, bundles may also hold the density of the network's embedding of the
-training spectra (``embedding_density``, ``reference.safetensors``), which older readers
-ignore.
+training spectra and its distance percentiles (``embedding_density``,
+``reference.safetensors``), which older readers ignore: nothing of it is in
+``reference``.
 """
 
 CONFIG_NAME = "config.json"
@@ -469,6 +470,13 @@ def _validate_config(config: dict, path: Path) -> None:
             )
         if not name.endswith(".safetensors"):
             schema.fail("embedding_density.file", "expected a .safetensors file")
+        percentiles = schema.object(
+            density.get("distance_percentiles"),
+            "embedding_density.distance_percentiles",
+            optional=True,
+        )
+        for key, value in percentiles.items():
+            schema.number(value, f"embedding_density.distance_percentiles[{key!r}]")
         # mean (d) and whitening (d x d) of float32, d = d_model
         schema.integer(
             files[name]["size"], f"files[{name!r}].size", 0, 4 * d_model * (d_model + 1) + 4096
