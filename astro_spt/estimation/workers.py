@@ -30,6 +30,8 @@ _WORKER_TASK = 64
 # CPU seconds the workers spent on tasks, for benchmarks: they are no children of this
 # process (the forkserver's), so resource.RUSAGE_CHILDREN does not count them.
 _WORKER_CPU_SECONDS = [0.0]
+# The largest peak resident memory (MB) a worker reported, for the same reason.
+_WORKER_PEAK_RSS_MB = [0.0]
 
 
 def _usable_cpus() -> int:
@@ -172,8 +174,9 @@ def _batches_in_workers(items, config, n_workers, batch_size, options, network=N
                 pending.append(submit(start))
             parts = []
             for first, last, future in tasks:
-                part, caught, unknown, seconds = future.result()
+                part, caught, unknown, seconds, peak_mb = future.result()
                 _WORKER_CPU_SECONDS[0] += seconds
+                _WORKER_PEAK_RSS_MB[0] = max(_WORKER_PEAK_RSS_MB[0], peak_mb)
                 unknown_medium.extend(unknown)
                 for message, category, filename, lineno in caught:
                     warnings.warn_explicit(message, category, filename, lineno)
@@ -343,7 +346,7 @@ def _worker_model(key, path):
 def _worker_batch(items, config, options, network=None):
     """A worker's task: `iter_preprocessed` of a few items (with ``network``, ``(key,
     path, settings)``, their `_Estimated` by the model sent as ``key``), the warnings it
-    gave and its CPU seconds."""
+    gave, its CPU seconds and its process's peak resident memory so far (MB)."""
     import time
 
     started = time.process_time()
@@ -361,7 +364,17 @@ def _worker_batch(items, config, options, network=None):
 
                 batch = _estimate_rows(bundle, items, batch, network[2], torch.device("cpu"))
     caught = [(w.message, w.category, w.filename, w.lineno) for w in caught]
-    return batch, caught, unknown_medium, time.process_time() - started
+    return batch, caught, unknown_medium, time.process_time() - started, _peak_rss_mb()
+
+
+def _peak_rss_mb() -> float:
+    """This process's peak resident memory in MB (0 where the OS does not say)."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - Windows
+        return 0.0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes / KiB
 
 
 def _merged(parts):
