@@ -313,6 +313,13 @@ def download_model(
         offline_reason=offline_reason,
     )
 
+    def reraise(err: Exception, filename: str):
+        """Raise ``err`` as the astro_spt error it means (`_hub_error`), or as it is."""
+        translated = translate(err, filename=filename)
+        if translated is err:
+            raise err
+        raise translated from err
+
     def fetch(filename: str, at: str) -> Path:
         try:
             return Path(
@@ -337,10 +344,7 @@ def download_model(
                     "endpoint, and try again; to work offline later, pre-download it with "
                     f"`{_download_command(repo_id, revision, cache_dir)}`"
                 ) from err
-            translated = translate(err, filename=filename)
-            if translated is err:
-                raise
-            raise translated from err
+            reraise(err, filename)
 
     def server_size(filename: str, at: str) -> int | None:
         """The file's size as the server states it (None if it does not say)."""
@@ -354,10 +358,7 @@ def download_model(
                 endpoint=endpoint,
             )
         except Exception as err:
-            translated = translate(err, filename=filename)
-            if translated is err:
-                raise
-            raise translated from err
+            reraise(err, filename)
         return metadata.size
 
     cached_config = try_to_load_from_cache(

@@ -273,10 +273,11 @@ def domain_rates(bundle, data):
         Class name to ``{"n": stars, flag: per cent, ..., "any of these": per cent}``
         (`DOMAIN_FLAGS`).
     """
+    import astro_spt
     from astro_spt.flags import FLAGS
 
     table, paths = rl.load_sample(data)
-    estimated, _ = run_estimate(paths, bundle)
+    estimated = astro_spt.estimate(paths, model=bundle, seed=0)  # the flags only
     flags = np.asarray(estimated["flags"], dtype=np.int64)
     logg = np.asarray(table["logg"], float)
     warned = np.zeros(len(flags), bool)

@@ -86,6 +86,10 @@ def _upper(module: str, name: str):
     return getattr(importlib.import_module(module), name)
 
 
+# Spectra per network call of `EstimatorBundle.embed`.
+_EMBED_BLOCK = 4096
+
+
 class EstimatorBundle:
     """A trained estimator: network, PCA basis, labels, reference statistics, provenance.
 
@@ -1013,7 +1017,8 @@ class EstimatorBundle:
         """The network's embedding of spectra: the backbone output its heads read.
 
         What the out-of-distribution test compares with the training spectra's
-        (`embedding_density`); deterministic (no dropout).
+        (`embedding_density`); deterministic (no dropout). Runs in blocks of 4,096
+        spectra.
 
         Parameters
         ----------
@@ -1040,7 +1045,9 @@ class EstimatorBundle:
             self.network.to(device)
         device = next(self.network.parameters()).device
         x = torch.as_tensor(np.asarray(features, dtype=np.float32), device=device)
-        return self._backbone(x).cpu().double().numpy()
+        # in blocks, so that a training set's embedding needs no more memory than a block's
+        blocks = [self._backbone(x[i : i + _EMBED_BLOCK]) for i in range(0, len(x), _EMBED_BLOCK)]
+        return torch.cat(blocks).cpu().double().numpy()
 
     def unscale(self, prediction: MCPrediction, *, method: str | None = None) -> LabelPrediction:
         """Map a prediction from the network's label space to physical units.
@@ -1121,7 +1128,7 @@ class EstimatorBundle:
             components=components,
             embedding=(
                 None
-                if getattr(prediction, "embedding", None) is None
+                if prediction.embedding is None
                 else prediction.embedding.detach().cpu().double().numpy()
             ),
         )

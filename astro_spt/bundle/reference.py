@@ -203,6 +203,10 @@ class ReferenceStats:
         else:
             recon, features = pca.reconstruction_error(flux), pca.transform(flux)
         latent = latent_distance(pca, features)
+
+        def at_percentiles(values):
+            return dict(zip(percentiles, np.percentile(values, percentiles), strict=True))
+
         embedded = {}
         if (embedding is None) != (embedding_density is None):
             raise ValueError("give both embedding and embedding_density, or neither")
@@ -210,7 +214,7 @@ class ReferenceStats:
             distance = embedding_density.distance(embedding)
             if len(distance) != len(flux):
                 raise ValueError(f"{len(distance)} embeddings for {len(flux)} spectra")
-            embedded = dict(zip(percentiles, np.percentile(distance, percentiles), strict=True))
+            embedded = at_percentiles(distance)
         ranges, spreads = {}, {}
         if labels is not None:
             y = np.asarray(labels, dtype=np.float64)
@@ -222,10 +226,8 @@ class ReferenceStats:
                 spreads[name] = float(np.nanstd(col))
         return cls(
             n_train=len(flux),
-            reconstruction_error=dict(
-                zip(percentiles, np.percentile(recon, percentiles), strict=True)
-            ),
-            latent_distance=dict(zip(percentiles, np.percentile(latent, percentiles), strict=True)),
+            reconstruction_error=at_percentiles(recon),
+            latent_distance=at_percentiles(latent),
             label_ranges=ranges,
             ood_percentile=ood_percentile,
             label_spread=spreads,

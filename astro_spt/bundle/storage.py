@@ -661,13 +661,16 @@ def _check_against_card(config: Mapping[str, Any], card: str, path: Path) -> Non
         )
 
 
-def _load_pca(name: str, data: bytes) -> PCABasis:
+def _load_arrays(name: str, data: bytes, what: str, build):
+    """``build(arrays)`` of the arrays stored in ``name`` (``.npz`` or safetensors), read
+    without unpickling; a file that cannot be read or built is a `BundleError` naming
+    ``what``."""
     if name.endswith(".npz"):
         try:
             with np.load(io.BytesIO(data), allow_pickle=False) as npz:
                 arrays = {key: npz[key] for key in npz.files}
         except (ValueError, OSError) as err:
-            raise BundleError(f"cannot read the PCA basis in {name}: {err}") from err
+            raise BundleError(f"cannot read the {what} in {name}: {err}") from err
     else:
         from safetensors import SafetensorError
         from safetensors.numpy import load as load_arrays
@@ -675,25 +678,19 @@ def _load_pca(name: str, data: bytes) -> PCABasis:
         try:
             arrays = load_arrays(data)
         except SafetensorError as err:
-            raise BundleError(f"cannot read the PCA basis in {name}: {err}") from err
+            raise BundleError(f"cannot read the {what} in {name}: {err}") from err
     try:
-        return PCABasis.from_arrays(arrays)
+        return build(arrays)
     except ValueError as err:
-        raise BundleError(f"invalid PCA basis in {name}: {err}") from err
+        raise BundleError(f"invalid {what} in {name}: {err}") from err
+
+
+def _load_pca(name: str, data: bytes) -> PCABasis:
+    return _load_arrays(name, data, "PCA basis", PCABasis.from_arrays)
 
 
 def _load_embedding_density(name: str, data: bytes) -> EmbeddingDensity:
-    from safetensors import SafetensorError
-    from safetensors.numpy import load as load_arrays
-
-    try:
-        arrays = load_arrays(data)
-    except SafetensorError as err:
-        raise BundleError(f"cannot read the embedding density in {name}: {err}") from err
-    try:
-        return EmbeddingDensity.from_arrays(arrays)
-    except ValueError as err:
-        raise BundleError(f"invalid embedding density in {name}: {err}") from err
+    return _load_arrays(name, data, "embedding density", EmbeddingDensity.from_arrays)
 
 
 def _check_uncertainty(uncertainty: Mapping[str, Any], n_labels: int) -> dict[str, Any]:

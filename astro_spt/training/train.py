@@ -501,17 +501,6 @@ def _out_of_fold_residuals(hparams, features, y_net, i_train, i_val, config, *, 
     return residual
 
 
-def _embedding(network, features, block: int = 4096) -> np.ndarray:
-    """The trained network's embedding (backbone output) of PCA coefficients, float64."""
-    import torch
-
-    network.eval()
-    x = torch.as_tensor(np.asarray(features, dtype=np.float32))
-    with torch.no_grad():
-        parts = [network.backbone(x[i : i + block]) for i in range(0, len(x), block)]
-    return torch.cat(parts).double().numpy()
-
-
 def _noise_covariance(bundle, flux, ivar, mask) -> np.ndarray:
     """`EstimatorBundle.noise_covariance` of many spectra, 256 at a time, (N, D, D)."""
     blocks = [
@@ -768,10 +757,6 @@ def train(
         progress=progress,
     )
     network.cpu()
-    # The out-of-distribution test's density of the network's embedding: fitted on the
-    # training spectra, its percentiles measured on the validation spectra, as the PCA
-    # distances' are (ReferenceStats).
-    density = EmbeddingDensity.fit(_embedding(network, features[i_train]))
     bundle = EstimatorBundle(
         network,
         pca,
@@ -779,19 +764,23 @@ def train(
         preprocess_config=preprocess_config,
         label_covariance=np.atleast_2d(np.cov(y_net[i_train], rowvar=False)),
         n_samples=config.n_samples,
-        reference=ReferenceStats.from_training(
-            pca,
-            flux[i_val],
-            y[i_train],
-            names,
-            mask=spectra.mask[i_val],
-            gappy=gappy,
-            embedding=_embedding(network, features[i_val]),
-            embedding_density=density,
-        ),
-        embedding_density=density,
         projection=config.projection,
         description=description,
+    )
+    # The out-of-distribution test's density of the network's embedding: fitted on the
+    # training spectra, its percentiles measured on the validation spectra, as the PCA
+    # distances' are (ReferenceStats).
+    density = EmbeddingDensity.fit(bundle.embed(features[i_train]))
+    bundle.embedding_density = density
+    bundle.reference = ReferenceStats.from_training(
+        pca,
+        flux[i_val],
+        y[i_train],
+        names,
+        mask=spectra.mask[i_val],
+        gappy=gappy,
+        embedding=bundle.embed(features[i_val]),
+        embedding_density=density,
     )
     scatter_history = None
     if network.scatter_head is not None:
