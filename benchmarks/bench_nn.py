@@ -16,7 +16,7 @@ import time
 import torch
 
 from astro_spt.nn import SpectralTransformer, mc_predict
-from astro_spt.nn.mc import _draw_masks, _spectrum_keys
+from astro_spt.nn.mc import _draw_masks
 
 
 def best_time(fn, repeat, sync, clock=time.perf_counter):
@@ -74,8 +74,9 @@ def gemm_peak(shapes, device, sync, repeat=5, clock=time.perf_counter):
 def naive_mc(net, x, n_samples, seed):
     """T full forward passes with the same masks as mc_predict (the cost it avoids)."""
     layers = net.stochastic_layers()
-    masks = torch.from_numpy(_draw_masks(_spectrum_keys(x), seed, n_samples, layers))
-    masks = masks.to(x.device).view(len(x) * n_samples, -1)
+    # the T masks of the seed, the same for every spectrum: row i T + t gets mask t
+    masks = torch.from_numpy(_draw_masks(seed, n_samples, layers))
+    masks = masks.to(x.device).repeat(len(x), 1)
     start = 0
     for layer in layers:
         layer.mask = masks[:, start : start + layer.n_units]

@@ -96,9 +96,9 @@ def stage_times(bundle, files, device, batch_size=256):
     timed again on its own) and the number of rows the network ran.
     """
     from astro_spt.estimation.inputs import _Item, _read
-    from astro_spt.estimation.rows import _NETWORK_CHUNK, _padded_blocks, _resolve_device
+    from astro_spt.estimation.rows import _padded_blocks, _project_by_block, _resolve_device
     from astro_spt.exceptions import AstroSPTWarning
-    from astro_spt.nn.mc import _draw_masks, _spectrum_keys
+    from astro_spt.nn.mc import _draw_masks
     from astro_spt.preprocess import preprocess
 
     device = _resolve_device(device)
@@ -118,7 +118,7 @@ def stage_times(bundle, files, device, batch_size=256):
         t2 = time.perf_counter()
         # the gappy projection, as estimate() runs it
         blocks = [
-            (bundle.project(flux, mask), ivar)
+            (_project_by_block(bundle, flux, mask), ivar)
             for _, flux, ivar, mask in _padded_blocks(result, rows)
         ]
         t3 = time.perf_counter()
@@ -136,13 +136,12 @@ def stage_times(bundle, files, device, batch_size=256):
         t4 = time.perf_counter()
         for key, seconds in zip(times, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
             times[key] += seconds
-        for projection, _ in blocks:
+        for _ in blocks:  # one set of T masks per network call
             t0 = time.perf_counter()
-            x = torch.from_numpy(projection.coefficients.astype(np.float32))
-            _draw_masks(_spectrum_keys(x), 0, bundle.n_samples, layers)
+            _draw_masks(0, bundle.n_samples, layers)
             masks += time.perf_counter() - t0
-        # the network runs on padded blocks of _NETWORK_CHUNK rows: count the rows it ran
-        n_valid += len(blocks) * _NETWORK_CHUNK
+        # the network runs on padded blocks: count the rows it ran
+        n_valid += sum(len(ivar) for _, ivar in blocks)
     return times, masks, n_valid
 
 

@@ -9,6 +9,8 @@ import pytest
 from astropy.io import fits
 from astropy.table import QTable, vstack
 from astropy.uncertainty import Distribution
+from hypothesis import given
+from hypothesis import strategies as st
 from specutils import Spectrum, SpectrumList
 
 import astro_spt
@@ -190,6 +192,49 @@ def test_results_do_not_depend_on_batching(lamost_files, untrained_bundle):
     assert values_equal(whole, one_by_one)
     # the same spectrum gets the same numbers wherever it stands
     assert values_equal(whole[:5], whole[5:10])
+
+
+def test_blocks_run_together_give_the_rows_they_give_alone(shared_data):
+    # 150 real spectra in one batch run as three 64-row blocks at once (_NETWORK_BLOCKS);
+    # in batches of 50, or in the reverse order, every block runs alone, with its rows
+    # elsewhere in it: the same numbers, samples and flags bit for bit (issue 17)
+    spectra = sorted((shared_data / "lamost-lrs" / "dr10" / "spectra").glob("*.fits.gz"))
+    files = [str(path) for path in spectra[:150]]
+    options = dict(n_samples=20, seed=3, return_samples=True, n_jobs=1, progress=False)
+    together = estimate(files, batch_size=256, **options)
+    alone = estimate(files, batch_size=50, **options)
+    backwards = estimate(files[::-1], batch_size=50, **options)[::-1]
+    assert np.isfinite(together["age"]).sum() > 100
+    for other in (alone, backwards):
+        for name in together.colnames:
+            left, right = np.asarray(together[name]), np.asarray(other[name])
+            if left.dtype.kind == "f":
+                np.testing.assert_array_equal(left, right, strict=True)
+            else:
+                assert left.tolist() == right.tolist(), name
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="Linux /proc only")
+def test_peak_memory_is_the_programs_own_not_its_parents():
+    # ru_maxrss survives exec: a program started by a large one would report the large
+    # one's peak (the benchmarks start fresh processes to measure memory)
+    import subprocess
+    import sys
+
+    ballast = np.ones(40_000_000)  # 320 MB in this process
+    code = "from astro_spt.estimation import workers; print(workers._peak_rss_mb())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert 5 < float(out.stdout) < 200 < ballast.nbytes / 2**20
+
+
+@given(st.integers(1, 5000), st.integers(1, 16))
+def test_worker_tasks_are_even_and_fill_the_workers(n_items, n_workers):
+    sizes = estimation.workers._task_sizes(n_items, n_workers)
+    assert sum(sizes) == n_items
+    assert max(sizes) <= estimation.workers._WORKER_TASK
+    assert max(sizes) - min(sizes) <= 1 and min(sizes) >= 1
+    if n_items >= n_workers:
+        assert len(sizes) % n_workers == 0
 
 
 def test_seed_and_samples(lamost_files, untrained_bundle):

@@ -18,7 +18,7 @@ from astro_spt.nn import (
     mc_predict,
     model_precision,
 )
-from astro_spt.nn.mc import _draw_masks, _spectrum_keys
+from astro_spt.nn.mc import _draw_masks
 
 
 def small_net(**kwargs):
@@ -281,7 +281,8 @@ def test_mc_shared_prefix_equals_full_passes(position):
     t = 7
     pred = mc_predict(net, x, n_samples=t, seed=11, return_samples=True)
     layers = net.stochastic_layers()
-    masks = torch.from_numpy(_draw_masks(_spectrum_keys(x), 11, t, layers)).view(4 * t, -1)
+    # the T masks of the seed, the same for every spectrum: row i * t + j gets mask j
+    masks = torch.from_numpy(_draw_masks(11, t, layers)).repeat(4, 1)
     start = 0
     for layer in layers:
         layer.mask = masks[:, start : start + layer.n_units]
@@ -303,17 +304,48 @@ def test_mc_does_not_depend_on_batching():
     assert torch.allclose(reversed_.mean.flip(0), whole.mean, atol=1e-6)
 
 
-def test_mc_keys_and_errors():
+def test_mc_masks_come_from_the_seed_alone_and_errors():
     net = trained_bn(small_net())
     x = torch.randn(2, 12)
     same = mc_predict(net, torch.stack([x[0], x[0]]), n_samples=10, seed=0)
     assert torch.equal(same.mean[0], same.mean[1])
-    keyed = mc_predict(net, torch.stack([x[0], x[0]]), n_samples=10, seed=0, keys=[b"a", b"b"])
-    assert not torch.equal(keyed.mean[0], keyed.mean[1])
-    with pytest.raises(ValueError, match="keys"):
-        mc_predict(net, x, n_samples=5, keys=[b"a"])
+    layers = net.stochastic_layers()
+    masks = _draw_masks(3, 40, layers)
+    assert masks.shape == (40, sum(layer.n_units for layer in layers))
+    assert np.array_equal(masks, _draw_masks(3, 40, layers))
+    assert not np.array_equal(masks, _draw_masks(4, 40, layers))
+    # about p = 0.2 of the units dropped (2,000 draws: binomial sd 0.009)
+    assert 0.16 < 1 - masks.mean() < 0.24
+    scaled = _draw_masks(3, 40, layers, scaled=True)
+    assert set(np.unique(scaled).tolist()) == {0.0, np.float32(1 / 0.8)}
     with pytest.raises(ValueError, match="n_samples"):
         mc_predict(net, x, n_samples=0)
+
+
+def test_mc_passes_share_masks_across_spectra():
+    # pass t of every spectrum is the same draw of the network (mask t of the seed), and a
+    # spectrum's passes are those it gets alone
+    net = trained_bn(small_net())
+    x = torch.randn(5, 12)
+    pred = mc_predict(net, x, n_samples=30, seed=2, return_samples=True)
+    alone = [
+        mc_predict(net, x[i : i + 1], n_samples=30, seed=2, return_samples=True) for i in range(5)
+    ]
+    for i, one in enumerate(alone):  # to rounding: BLAS takes other paths for one row
+        assert torch.allclose(one.samples[0], pred.samples[i], atol=1e-6)
+    layers = net.stochastic_layers()
+    masks = torch.from_numpy(_draw_masks(2, 30, layers))
+    start = 0
+    for layer in layers:
+        layer.mask = masks[:, start : start + layer.n_units].unsqueeze(0)
+        start += layer.n_units
+    try:
+        with torch.no_grad():
+            direct = net.forward_stochastic(*net.forward_shared(x), n_passes=30).view(5, 30, -1)
+    finally:
+        for layer in layers:
+            layer.mask = None
+    assert torch.allclose(direct, pred.samples, atol=1e-6)
 
 
 def test_mc_without_dropout_gives_the_floor_only():

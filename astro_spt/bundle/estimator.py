@@ -869,8 +869,9 @@ class EstimatorBundle:
             Seed of the dropout masks and of the Gaussian draws of the samples; the same
             seed gives bit-identical results.
         keys : sequence of bytes or None, optional
-            Per-spectrum identifiers that seed the randomness with ``seed`` (see
-            `~astro_spt.nn.mc_predict`); default a hash of the features.
+            Per-spectrum identifiers that seed, with ``seed``, the Gaussian draws of the
+            samples (`~astro_spt.nn.predictive_samples`); default a hash of the
+            features. The dropout masks depend on ``seed`` alone (`~astro_spt.nn.mc_predict`).
         return_samples : bool, optional
             Keep T samples of the predictive distribution (`~astro_spt.nn.predictive_samples`):
             their covariance is the returned covariance, exactly.
@@ -917,8 +918,6 @@ class EstimatorBundle:
             self.network.to(device)
         device = next(self.network.parameters()).device
         x = torch.as_tensor(np.asarray(features, dtype=np.float32), device=device)
-        if keys is None:
-            keys = _spectrum_keys(x)
         if seed is None:
             seed = int(np.random.SeedSequence().generate_state(1, np.uint32)[0])
         n_samples = self.n_samples if n_samples is None else n_samples
@@ -942,7 +941,7 @@ class EstimatorBundle:
             if self.network.hparams["dropout_position"] == "head":
                 shared = (embedding,)
         passes = mc_predict(
-            self.network, x, n_samples, seed=seed, keys=keys, return_samples=True, shared=shared
+            self.network, x, n_samples, seed=seed, return_samples=True, shared=shared
         )
         epistemic = passes.covariance.cpu()
         extra = torch.zeros(len(x), n_labels, n_labels, dtype=torch.float64)
@@ -993,7 +992,11 @@ class EstimatorBundle:
         samples = None
         if return_samples:
             samples = predictive_samples(
-                passes.samples.cpu(), extra, epistemic_scale=scale, keys=keys, seed=seed
+                passes.samples.cpu(),
+                extra,
+                epistemic_scale=scale,
+                keys=_spectrum_keys(x) if keys is None else keys,
+                seed=seed,
             )
         return MCPrediction(
             passes.mean.cpu(),

@@ -196,7 +196,7 @@ class LabelPrediction:
     >>> pred.mean.shape, pred.covariance.shape, pred.samples.shape
     ((1, 2), (1, 2, 2), (1, 20, 2))
     >>> pred.mean.round(1), pred.std.round(1)  # ages in Gyr, masses in solar masses
-    (array([[4.3, 1.2]]), array([[3. , 0.2]]))
+    (array([[4.4, 1.2]]), array([[2.6, 0.2]]))
     """
 
     names: tuple[str, ...]

@@ -102,8 +102,8 @@ def estimate(
         ``"epistemic"``; default all (see
         `~astro_spt.bundle.EstimatorBundle.predict_scaled`).
     n_jobs : int or None
-        Processes that estimate the files, each the whole pipeline on tasks of 64
-        files, while this one merges their results: ``None`` (default) one per core,
+        Processes that estimate the files, each the whole pipeline on tasks of up to
+        512 files, while this one merges their results: ``None`` (default) one per core,
         ``1`` all in this process. The model is sent to each process once. Fewer than 64
         files a process, in-memory spectra and calls from a daemonic process are done in
         this process; with a ``device`` other than the CPU the processes read and

@@ -1,5 +1,5 @@
 """From preprocessed spectra to rows of the table: the PCA projection and the network on
-fixed blocks of ``_NETWORK_CHUNK`` rows, so that a spectrum's result does not depend on
+whole blocks of ``_NETWORK_CHUNK`` rows, so that a spectrum's result does not depend on
 its batch, and the flags decided per row; the model `estimate` uses by default.
 """
 
@@ -15,22 +15,28 @@ from ..exceptions import (
     InvalidSpectrumError,
 )
 
-# Every PCA projection and network call runs on blocks of exactly this many rows (the
-# last block padded). BLAS/oneDNN kernels take different code paths for different
-# numbers of rows, which changes results in the last bits; fixed blocks make a
-# spectrum's result independent of how the inputs were batched.
+# Every PCA projection and network call runs on whole blocks of this many rows (the last
+# block padded). BLAS/oneDNN kernels take different code paths for different numbers of
+# rows, which changes results in the last bits; padding to whole blocks makes a spectrum's
+# result independent of how the inputs were batched.
 _NETWORK_CHUNK = 64
+# Blocks run together, at most: on 512 rows the network runs about 1.5x faster than on
+# 64 (issue 17; benchmarks/bench_pipeline.py), and a row's result is the same bit for bit
+# whether its block runs alone or with others (the kernels' row tiles divide 64;
+# tests/test_estimation.py checks it on real files).
+_NETWORK_BLOCKS = 8
 
 
 def _padded_blocks(result, rows):
-    """Blocks of exactly ``_NETWORK_CHUNK`` rows of a `PreprocessResult`, the last padded.
+    """Up to ``_NETWORK_BLOCKS`` blocks of ``_NETWORK_CHUNK`` rows of a `PreprocessResult`
+    at a time, the last block padded.
 
-    Yields ``(n, flux, ivar, mask)``: the number of real rows, then the block's arrays
-    (flux as float64; padding rows are zeros, unmasked).
+    Yields ``(n, flux, ivar, mask)``: the number of real rows, then the arrays (flux as
+    float64; padding rows are zeros, unmasked), of a whole number of blocks.
     """
-    for start in range(0, len(rows), _NETWORK_CHUNK):
-        block = rows[start : start + _NETWORK_CHUNK]
-        pad = ((0, _NETWORK_CHUNK - len(block)), (0, 0))
+    for start in range(0, len(rows), _NETWORK_CHUNK * _NETWORK_BLOCKS):
+        block = rows[start : start + _NETWORK_CHUNK * _NETWORK_BLOCKS]
+        pad = ((0, -len(block) % _NETWORK_CHUNK), (0, 0))
         yield (
             len(block),
             np.pad(result.flux[block].astype(np.float64), pad),
@@ -127,16 +133,39 @@ def _unphysical(bundle, values, errors) -> dict[int, str]:
     }
 
 
+def _project_by_block(bundle, flux, mask):
+    """The gappy PCA projection of whole blocks, one ``_NETWORK_CHUNK`` block at a time.
+
+    Its batched inverses stay in cache that way (on 512 rows at once they took twice the
+    time); the network then runs on all the blocks together.
+    """
+    from ..pca import PCAProjection
+
+    parts = [
+        bundle.project(flux[start : start + _NETWORK_CHUNK], mask[start : start + _NETWORK_CHUNK])
+        for start in range(0, len(flux), _NETWORK_CHUNK)
+    ]
+    if len(parts) == 1:
+        return parts[0]
+    per_row = ("coefficients", "reconstruction_error", "inverse_gram", "observed")
+    return PCAProjection(
+        *(np.concatenate([getattr(part, name) for part in parts]) for name in per_row),
+        residual_variance=parts[0].residual_variance,
+        components=parts[0].components,
+    )
+
+
 def _predict_block(bundle, result, rows, n_samples, seed, keep_samples, device, sources, done=None):
     """Projection, predictive distribution and OOD test of valid preprocessed spectra.
 
-    Runs on blocks of exactly ``_NETWORK_CHUNK`` rows (the last one padded), so that a
-    spectrum's result does not depend on its batch; ``done(n)`` is called after each
-    block of ``n`` spectra (a progress bar's update).
+    Runs on whole blocks of ``_NETWORK_CHUNK`` rows (the last one padded), up to
+    ``_NETWORK_BLOCKS`` at a time, so that a spectrum's result does not depend on its
+    batch; ``done(n)`` is called after each call of ``n`` spectra (a progress bar's
+    update).
     """
     outputs = {"mean": [], "std": [], "samples": [], "ood": [], "components": []}
     for n, block_flux, block_ivar, block_mask in _padded_blocks(result, rows):
-        projection = bundle.project(block_flux, block_mask)
+        projection = _project_by_block(bundle, block_flux, block_mask)
         labels = bundle.predict(
             block_flux,
             block_ivar,

@@ -24,9 +24,10 @@ from .rows import _estimate_rows, _Estimated
 # Fewer files than this per worker do not pay a worker's start-up (measured: ~0.3 s CPU
 # a worker from a preloaded forkserver, ~0.1 s to load the model, ~5 ms CPU a file).
 _MIN_FILES_PER_WORKER = 64
-# Files a worker estimates per task: small enough to keep every worker busy to the end,
-# and one network block (``_NETWORK_CHUNK``): fewer would run padded blocks.
-_WORKER_TASK = 64
+# Files a worker estimates per task, at most: the rows the network runs at once
+# (``_NETWORK_CHUNK * _NETWORK_BLOCKS``). Fewer inputs are split evenly (`_task_sizes`),
+# so that every worker stays busy to the end.
+_WORKER_TASK = 512
 # CPU seconds the workers spent on tasks, for benchmarks: they are no children of this
 # process (the forkserver's), so resource.RUSAGE_CHILDREN does not count them.
 _WORKER_CPU_SECONDS = [0.0]
@@ -87,6 +88,17 @@ def _one_thread_each():
     return stack
 
 
+def _task_sizes(n_items, n_workers):
+    """Sizes of the tasks that ``n_items`` files are split into: as equal as can be, at most
+    ``_WORKER_TASK`` each, and a multiple of ``n_workers`` tasks when there are more items
+    than workers, so that the workers finish together."""
+    n_tasks = -(-n_items // _WORKER_TASK)
+    if n_items >= n_workers:
+        n_tasks = -(-n_tasks // n_workers) * n_workers
+    base, extra = divmod(n_items, n_tasks)
+    return [base + 1] * extra + [base] * (n_tasks - extra)
+
+
 def _estimated_batches(
     items, config, n_jobs, bundle, settings, device, done, *, batch_size, **options
 ):
@@ -94,7 +106,7 @@ def _estimated_batches(
 
     With worker processes (``n_jobs`` and the number of files call for them) and the
     network on the CPU, the workers run the whole pipeline (read, preprocess, network,
-    flags), each on tasks of ``_WORKER_TASK`` files, the model sent to each worker once;
+    flags), each on tasks of up to ``_WORKER_TASK`` files, the model sent to each worker once;
     this process only merges. On another device the workers read and preprocess, this
     process runs the network. Either way the network sees the blocks of
     ``_NETWORK_CHUNK`` rows that make a row's result independent of its batch, so the
@@ -152,11 +164,13 @@ def _batches_in_workers(items, config, n_workers, batch_size, options, network=N
 
     def submit(start):
         tasks = []
-        for first in range(start, min(start + batch_size, n), _WORKER_TASK):
-            last = min(first + _WORKER_TASK, start + batch_size, n)
+        first = start
+        for size in _task_sizes(min(start + batch_size, n) - start, n_workers):
+            last = first + size
             task = {**options, **{k: v[first:last] for k, v in per_item.items()}}
             future = executor.submit(_worker_batch, items[first:last], config, task, network)
             tasks.append((first, last, future))
+            first = last
         return tasks
 
     # Two batches ahead: the workers work while this process merges (or runs the
@@ -368,7 +382,19 @@ def _worker_batch(items, config, options, network=None):
 
 
 def _peak_rss_mb() -> float:
-    """This process's peak resident memory in MB (0 where the OS does not say)."""
+    """This process's peak resident memory in MB (0 where the OS does not say).
+
+    On Linux the high-water mark of this program's own memory (``VmHWM``): the
+    ``ru_maxrss`` of `resource.getrusage` keeps that of the process it was forked from
+    across ``exec``, so a small program started by a large one reports the large one's.
+    """
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 2**10  # kB
+    except (OSError, ValueError, IndexError):
+        pass
     try:
         import resource
     except ImportError:  # pragma: no cover - Windows

@@ -131,36 +131,37 @@ def _spectrum_rng(seed, key, *stream) -> np.random.Generator:
     return np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, *words, *stream])))
 
 
-def _draw_masks(keys, seed, n_samples, layers, scaled=False) -> np.ndarray:
-    """Masks of the stochastic ``layers``, shape (N, n_samples, total width).
+#: Entropy word that sets the dropout masks' stream apart from every other use of a seed.
+_MASK_STREAM = 0x6D61736B
 
-    Spectrum ``i`` keeps a unit where ``_spectrum_rng(seed, keys[i]).random(dtype=float32)``
-    is at least the layer's ``p``, one number per unit and pass, in that order. Boolean
-    keep-masks, or with ``scaled`` float32 masks holding ``1 / (1 - p)`` for kept units
-    and 0 for dropped ones (what `MCDropout` multiplies by).
+
+def _draw_masks(seed, n_samples, layers, scaled=False) -> np.ndarray:
+    """Masks of the stochastic ``layers`` for ``n_samples`` passes, shape (T, total width).
+
+    Pass ``t`` keeps a unit where the generator seeded by ``seed`` (and `_MASK_STREAM`)
+    gives a float32 uniform of at least the layer's ``p``, one number per pass and unit,
+    in that order. The masks depend on the seed alone: every spectrum of a run sees the
+    same T masks. Boolean keep-masks, or with ``scaled`` float32 masks holding
+    ``1 / (1 - p)`` for kept units and 0 for dropped ones (what `MCDropout` multiplies by).
     """
     widths = [layer.n_units for layer in layers]
     # numpy's float32 uniform is (next_uint32 >> 8) * 2**-24, so u >= p holds exactly when
     # next_uint32 >= ceil(p * 2**24) << 8; PCG64 hands out each 64-bit output as two 32-bit
     # words, low half first. Comparing the raw words draws the same masks bit for bit at
-    # about half the cost of the floats (issue 17).
+    # about half the cost of the floats.
     steps = [int(np.ceil(float(np.float32(layer.p)) * 2**24)) for layer in layers]
     thresholds = np.repeat([min(step << 8, 2**32 - 1) for step in steps], widths)
     thresholds = thresholds.astype(np.uint32)
     never = np.repeat([step >= 2**24 for step in steps], widths)  # float32(p) rounded to 1
-    scales = np.repeat([1.0 / (1.0 - layer.p) for layer in layers], widths).astype(np.float32)
     n_words = n_samples * thresholds.size
-    masks = np.empty((len(keys), n_samples, thresholds.size), dtype=np.float32 if scaled else bool)
-    for i, key in enumerate(keys):
-        raw = _spectrum_rng(seed, key).bit_generator.random_raw(-(-n_words // 2))
-        keep = raw.view(np.uint32)[:n_words].reshape(n_samples, -1) >= thresholds
-        if scaled:
-            np.multiply(keep, scales, out=masks[i])
-        else:
-            masks[i] = keep
-    if never.any():
-        masks[:, :, never] = 0
-    return masks
+    sequence = np.random.SeedSequence([seed, _MASK_STREAM])
+    raw = np.random.PCG64(sequence).random_raw(-(-n_words // 2))
+    keep = raw.view(np.uint32)[:n_words].reshape(n_samples, -1) >= thresholds
+    keep[:, never] = False
+    if not scaled:
+        return keep
+    scales = np.repeat([1.0 / (1.0 - layer.p) for layer in layers], widths).astype(np.float32)
+    return keep * scales
 
 
 def mc_predict(
@@ -170,7 +171,6 @@ def mc_predict(
     *,
     tau: float | None = None,
     seed: int | None = None,
-    keys=None,
     return_samples: bool = False,
     shared: tuple[torch.Tensor, ...] | None = None,
 ) -> MCPrediction:
@@ -183,11 +183,16 @@ def mc_predict(
     The network stays in evaluation mode: only its dropout layers are stochastic, through
     explicit keep-masks, so BatchNorm uses and never updates its running statistics. The
     deterministic part before the first dropout layer runs once per spectrum, not T times
-    (`SpectralTransformer.forward_shared`), and the T passes run together, as one
-    matrix product per layer over all N T rows. The masks of a spectrum are drawn from a
-    generator seeded by ``seed`` and the spectrum's own input (or its ``keys`` entry), so a
-    seeded run is reproducible and a spectrum's result does not depend on the batch it is
-    in.
+    (`SpectralTransformer.forward_shared`), and the T passes run together, as one matrix
+    product per layer over all N T rows.
+
+    The T sets of masks are drawn from ``seed`` alone and shared by every spectrum of the
+    call: pass ``t`` is one draw of the network's weights from the approximate posterior,
+    applied to all inputs, as in Gal & Ghahramani (2016). So a seeded run is reproducible,
+    a spectrum's result does not depend on the other spectra of its batch, and the spread
+    of a population's estimates keeps the correlation that the model's own uncertainty
+    gives them. Drawing one set of masks per call, not per spectrum, is also what makes
+    the passes cheap (issue 17).
 
     Parameters
     ----------
@@ -202,9 +207,6 @@ def mc_predict(
         Model precision (`model_precision`); ``None`` adds no variance floor.
     seed : int or None, optional
         Seed of the dropout masks; ``None`` draws a fresh one (returned in the result).
-    keys : sequence of bytes, str or int, or None, optional
-        One identifier per spectrum that seeds its masks together with ``seed``; by
-        default a hash of the spectrum's input values.
     return_samples : bool, optional
         Keep the T passes in the result.
     shared : tuple of `torch.Tensor` or None, optional
@@ -233,15 +235,15 @@ def mc_predict(
         raise ValueError(f"tau must be positive, got {tau}")
     if seed is None:
         seed = int(np.random.SeedSequence().generate_state(1, np.uint32)[0])
-    if keys is None:
-        keys = _spectrum_keys(x)
-    elif len(keys) != len(x):
-        raise ValueError(f"got {len(keys)} keys for {len(x)} spectra")
 
     layers = model.stochastic_layers()
     # float32 masks of 0 and 1 / (1 - p): x * (1 / (1 - p)) is what the layer's
     # x * 1.0 * (1 / (1 - p)) with a boolean mask gives, bit for bit, in one pass
     scaled = x.dtype == torch.float32
+    if layers:
+        # shape (1, T, n_units) per layer: broadcast against every spectrum's T passes
+        masks = torch.from_numpy(_draw_masks(seed, n_samples, layers, scaled=scaled))
+        masks = masks.to(x.device).unsqueeze(0)
     # spectra per chunk: about _CHUNK_ROWS rows of passes, so that masks and activations
     # of a chunk stay in cache (issue 17: 1.5x faster than all passes at once)
     step = max(1, _CHUNK_ROWS // n_samples)
@@ -252,15 +254,12 @@ def mc_predict(
             if shared is None:
                 shared = model.forward_shared(x)
             chunks = []
+            start = 0
+            for layer in layers:
+                layer.mask = masks[:, :, start : start + layer.n_units]
+                start += layer.n_units
             for first in range(0, len(x), step):
                 rows = slice(first, first + step)
-                if layers:
-                    masks = _draw_masks(keys[rows], seed, n_samples, layers, scaled=scaled)
-                    masks = torch.from_numpy(masks).to(x.device)
-                    start = 0
-                    for layer in layers:
-                        layer.mask = masks[:, :, start : start + layer.n_units]
-                        start += layer.n_units
                 chunks.append(
                     model.forward_stochastic(*(t[rows] for t in shared), n_passes=n_samples)
                 )
@@ -383,6 +382,8 @@ def predictive_samples(
     """
     samples = mc_samples.double()
     n, t, d = samples.shape
+    if len(keys) != n:
+        raise ValueError(f"got {len(keys)} keys for {n} spectra")
     mean = samples.mean(dim=1, keepdim=True)
     deviations = samples - mean
     if epistemic_scale is not None:

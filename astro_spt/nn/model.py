@@ -23,7 +23,7 @@ class MCDropout(nn.Module):
     A mask is boolean (keep or drop), or floating point already holding ``1 / (1 - p)``
     for kept units and 0 for dropped ones; of shape (N, n_units), or (N, T, n_units) for
     T passes, applied to input of shape (N * T, n_units) or broadcast against input of
-    shape (N, 1, n_units).
+    shape (N, 1, n_units); a first axis of 1 shares the T masks among all N rows.
 
     Parameters
     ----------
@@ -78,10 +78,12 @@ class MCDropout(nn.Module):
         """
         if self.mask is not None:
             mask = self.mask
-            if x.ndim == 2 and mask.ndim == 3:  # passes folded into the batch axis
-                mask = mask.reshape(-1, mask.shape[-1])
             if mask.dtype == torch.bool:
-                return x * mask.to(x.dtype) * (1.0 / (1.0 - self.p))
+                mask = mask.to(x.dtype) * (1.0 / (1.0 - self.p))
+            if x.ndim == 2 and mask.ndim == 3:
+                # passes folded into the batch axis: rows of T consecutive passes against
+                # masks of shape (N, T, n_units), or (1, T, n_units) shared by all rows
+                return (x.view(-1, *mask.shape[1:]) * mask).view(x.shape)
             return x * mask  # already scaled, as mc_predict hands it over
         if self.training and self.p > 0:
             return F.dropout(x, self.p, training=True)
