@@ -90,11 +90,14 @@ def _one_thread_each():
 
 def _task_sizes(n_items, n_workers):
     """Sizes of the tasks that ``n_items`` files are split into: as equal as can be, at most
-    ``_WORKER_TASK`` each, and a multiple of ``n_workers`` tasks when there are more items
-    than workers, so that the workers finish together."""
+    ``_WORKER_TASK`` each, and a multiple of ``n_workers`` tasks, so that the workers
+    finish together, unless that would leave tasks of less than a network block
+    (``_NETWORK_CHUNK`` rows, which a smaller task would pad and run all the same)."""
+    from .rows import _NETWORK_CHUNK
+
     n_tasks = -(-n_items // _WORKER_TASK)
-    if n_items >= n_workers:
-        n_tasks = -(-n_tasks // n_workers) * n_workers
+    n_tasks = -(-n_tasks // n_workers) * n_workers
+    n_tasks = min(n_tasks, -(-n_items // _NETWORK_CHUNK))
     base, extra = divmod(n_items, n_tasks)
     return [base + 1] * extra + [base] * (n_tasks - extra)
 
