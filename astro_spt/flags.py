@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = [
+    "FEATURELESS",
     "FLAGS",
     "FLAG_DTYPE",
     "HEAVY_DAMAGE",
@@ -218,7 +219,7 @@ class FlagRegistry:
         >>> from astro_spt.flags import FLAGS, decode_flags
         >>> bad = FLAGS.mask_of("bad")
         >>> decode_flags(bad)
-        ['heavy_damage', 'unreadable', 'unphysical_value']
+        ['heavy_damage', 'unreadable', 'unphysical_value', 'featureless']
         >>> flags = np.array([0, FLAGS["low_snr"].value, FLAGS["unreadable"].value])
         >>> (flags & bad) == 0
         array([ True,  True, False])
@@ -337,6 +338,15 @@ FLAGS = FlagRegistry(
             "them in); its values are NaN.",
             "bad",
         ),
+        FlagDefinition(
+            15,
+            "featureless",
+            "No absorption lines: the flux departs from a smooth continuum by less than 2 % "
+            "(RMS) beyond its noise, where every star of the LAMOST development data departs "
+            "by 3.8 % or more; a continuum (a flat field, a black body, a quasar's or a "
+            "featureless white dwarf's) that no model of stellar spectra can read.",
+            "bad",
+        ),
     ]
 )
 
@@ -355,6 +365,7 @@ UNREADABLE = FLAGS["unreadable"].value
 NO_REDSHIFT = FLAGS["no_redshift"].value
 MASKED_STANDARD_REGIONS = FLAGS["masked_standard_regions"].value
 UNPHYSICAL_VALUE = FLAGS["unphysical_value"].value
+FEATURELESS = FLAGS["featureless"].value
 
 
 def decode_flags(value) -> list[str] | list[list[str]]:

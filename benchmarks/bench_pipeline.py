@@ -111,6 +111,7 @@ def preprocess_floor(spectra, config):
         running_median,
         runs,
     )
+    from astro_spt.preprocess.anomalies import FEATURELESS_CONTINUUM_AA, FEATURELESS_MAX_CONTRAST
     from astro_spt.preprocess.denoise import _haar_imodwt
 
     g, a, d, norm = config.grid, config.anomalies, config.denoise, config.normalize
@@ -255,6 +256,20 @@ def preprocess_floor(spectra, config):
     flags[(power > a.oscillation_threshold) & (amplitude > a.oscillation_min_amplitude)] |= (
         F.OSCILLATION
     )
+    # --- no lines: RMS departure from a smooth continuum beyond the noise
+    smooth = gaussian_smooth(filled, FEATURELESS_CONTINUUM_AA / scale_aa)
+    use = valid & (smooth > 0)
+    safe = np.where(use, smooth, 1)
+    relative = np.where(use, filled / safe - 1, 0)
+    n_used = np.maximum(use.sum(axis=1), 1)
+    with np.errstate(divide="ignore"):
+        from_ivar = (
+            np.where(use, 1 / (np.where(use, out_ivar, 1) * safe**2), 0).sum(axis=1) / n_used
+        )
+    steps = np.where(use[:, 1:] & use[:, :-1], np.abs(np.diff(relative, axis=1)), np.nan)
+    noise = np.fmin(from_ivar, (MAD_TO_SIGMA * nanmedian_rows(steps)) ** 2 / 2)
+    contrast = np.sqrt(np.clip((relative**2).sum(axis=1) / n_used - noise, 0, None))
+    flags[~(contrast >= FEATURELESS_MAX_CONTRAST)] |= F.FEATURELESS
     # --- damage
     n_repaired = repaired.sum(axis=1)
     flags[n_repaired > a.min_repaired_fraction * m] |= F.REPAIRED_PIXELS

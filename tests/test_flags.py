@@ -84,7 +84,9 @@ def test_has_flag_and_bits():
 
 
 def test_severity_masks():
-    assert FLAGS.mask_of("bad") == flags.HEAVY_DAMAGE | flags.UNREADABLE | flags.UNPHYSICAL_VALUE
+    assert FLAGS.mask_of("bad") == (
+        flags.HEAVY_DAMAGE | flags.UNREADABLE | flags.UNPHYSICAL_VALUE | flags.FEATURELESS
+    )
     assert FLAGS.mask_of("info") & flags.REPAIRED_PIXELS
     assert FLAGS.mask_of("info") | FLAGS.mask_of("warning") | FLAGS.mask_of("bad") == (
         FLAGS.all_bits

@@ -228,7 +228,10 @@ class AnomalyConfig:
     >>> import numpy as np
     >>> from astro_spt.flags import decode_flags
     >>> from astro_spt.preprocess import AnomalyConfig, PreprocessConfig, detect_anomalies
-    >>> flux = 100 + np.random.default_rng(0).normal(0, 1, (1, 4096))
+    >>> rng = np.random.default_rng(0)
+    >>> lines = rng.uniform(0, 4096, 300)  # absorption lines, 30 % deep, at pixels
+    >>> profile = np.exp(-0.5 * ((np.arange(4096)[:, None] - lines) / 2) ** 2).sum(1)
+    >>> flux = 100 * (1 - 0.3 * np.minimum(profile, 1)) + rng.normal(0, 1, (1, 4096))
     >>> ivar = np.full_like(flux, 1 / 20**2)  # an error of 20 per pixel: S/N = 5
     >>> decode_flags(detect_anomalies(flux, ivar).flags)
     [['low_snr']]

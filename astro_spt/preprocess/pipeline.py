@@ -115,7 +115,10 @@ class PreprocessResult:
         >>> from specutils import Spectrum
         >>> from astro_spt.preprocess import preprocess
         >>> wavelength = np.linspace(3700, 9200, 3000) * u.AA
-        >>> flux = 100 + np.random.default_rng(0).normal(0, 2, (2, 3000))
+        >>> rng = np.random.default_rng(0)
+        >>> lines = rng.uniform(3700, 9200, 300)  # absorption lines, 30 % deep
+        >>> profile = np.exp(-0.5 * ((wavelength.value[:, None] - lines) / 2.5) ** 2).sum(1)
+        >>> flux = 100 * (1 - 0.3 * np.minimum(profile, 1)) + rng.normal(0, 2, (2, 3000))
         >>> ivar = np.stack([np.full(3000, 1 / 2**2), np.full(3000, 1 / 20**2)])
         >>> spectra = Spectrum(flux=flux * u.Unit("1e-17 erg / (s cm2 AA)"),
         ...                    spectral_axis=wavelength, uncertainty=InverseVariance(ivar),
@@ -680,7 +683,10 @@ def preprocess(
     >>> from astro_spt.preprocess import preprocess
     >>> wavelength = np.linspace(3700, 9200, 3000) * u.AA
     >>> rng = np.random.default_rng(0)
-    >>> flux = (100 + rng.normal(0, 2, (2, 3000))) * u.Unit("1e-17 erg / (s cm2 AA)")
+    >>> lines = rng.uniform(3700, 9200, 300)  # absorption lines, 30 % deep
+    >>> profile = np.exp(-0.5 * ((wavelength.value[:, None] - lines) / 2.5) ** 2).sum(1)
+    >>> flux = 100 * (1 - 0.3 * np.minimum(profile, 1)) + rng.normal(0, 2, (2, 3000))
+    >>> flux = flux * u.Unit("1e-17 erg / (s cm2 AA)")
     >>> spectra = Spectrum(flux=flux, spectral_axis=wavelength,
     ...                    uncertainty=InverseVariance(np.full((2, 3000), 0.25)))
     >>> result = preprocess(spectra, redshift=0.0, air=False)  # vacuum wavelengths

@@ -1,0 +1,93 @@
+"""The ``featureless`` flag: continua without absorption lines, never real stars."""
+
+import warnings
+
+import astropy.units as u
+import numpy as np
+import pytest
+from astropy.nddata import InverseVariance
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from specutils import Spectrum
+
+import astro_spt
+from astro_spt import flags
+from astro_spt.estimation import preprocess_inputs
+from astro_spt.preprocess import preprocess
+
+FLUX_UNIT = u.Unit("1e-17 erg / (s cm2 AA)")
+WAVELENGTH = np.geomspace(3690, 9210, 3900)
+
+
+def continuum(kind, parameter):
+    """A smooth continuum without lines, median 100."""
+    if kind == "flat":
+        shape = np.ones_like(WAVELENGTH)
+    elif kind == "slope":
+        shape = 1 + parameter * (WAVELENGTH - WAVELENGTH.mean()) / np.ptp(WAVELENGTH)
+    else:  # a black body of temperature 3,000-30,000 K
+        temperature = 3000 + 27000 * parameter
+        shape = WAVELENGTH**-5 / np.expm1(1.4388e8 / (WAVELENGTH * temperature))
+    return 100 * shape / np.median(shape)
+
+
+def spectrum(flux, snr):
+    ivar = (snr / flux) ** 2
+    return Spectrum(
+        flux=flux * FLUX_UNIT,
+        spectral_axis=WAVELENGTH * u.AA,
+        uncertainty=InverseVariance(ivar * FLUX_UNIT**-2),
+        meta={"redshift": 0.0, "air": False},
+    )
+
+
+def is_featureless(spectra):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = preprocess(spectra)
+    return (result.flags & flags.FEATURELESS) != 0
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    st.sampled_from(["flat", "slope", "black body"]),
+    st.floats(0.0, 0.9),
+    st.floats(40.0, 1000.0),
+    st.integers(0, 2**32 - 1),
+)
+def test_continua_with_noise_are_featureless(kind, parameter, snr, seed):
+    flux = continuum(kind, parameter)
+    noisy = flux * (1 + np.random.default_rng(seed).normal(0, 1 / snr, flux.size))
+    assert is_featureless(spectrum(noisy, snr)).all()
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.floats(0.1, 0.5), st.integers(150, 400), st.integers(0, 2**32 - 1))
+def test_absorption_lines_are_features(depth, n_lines, seed):
+    # a continuum with lines of an RMS contrast of at least about 3.5 % (the least-lined
+    # real LAMOST spectrum has 3.8 %) is not featureless
+    rng = np.random.default_rng(seed)
+    centres = rng.uniform(3700, 9200, n_lines)
+    profile = np.exp(-0.5 * ((WAVELENGTH[:, None] - centres) / 2.5) ** 2).sum(axis=1)
+    flux = continuum("slope", 0.3) * (1 - depth * np.minimum(profile, 1))
+    noisy = flux * (1 + rng.normal(0, 0.01, flux.size))
+    assert not is_featureless(spectrum(noisy, 100)).any()
+
+
+def test_no_real_spectrum_is_featureless(shared_data):
+    lrs = shared_data / "lamost-lrs"
+    files = sorted(str(p) for p in (lrs / "dr10" / "spectra").glob("*.fits.gz"))[::4]
+    files += sorted(str(p) for p in (lrs / "dr1" / "spectra").glob("*.fits*"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = preprocess_inputs(files, astro_spt.load_model().preprocess_settings())
+    assert len(files) > 400
+    assert not (result.flags & flags.FEATURELESS).any()
+
+
+@pytest.mark.parametrize("kind", ["flat", "black body"])
+def test_estimate_flags_a_continuum_bad(kind):
+    flux = continuum(kind, 0.1) * (1 + np.random.default_rng(3).normal(0, 0.01, WAVELENGTH.size))
+    table = astro_spt.estimate(spectrum(flux, 100), progress=False)
+    assert table["flags"][0] & flags.FEATURELESS
+    assert table["flags"][0] & flags.FLAGS.mask_of("bad")
