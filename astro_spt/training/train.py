@@ -354,7 +354,8 @@ def split_training_rows(spectra, y, config: EstimatorConfig, scalings=None) -> d
     if (~usable).any():
         warnings.warn(
             f"{int((~usable).sum())} of {len(y)} spectra are left out of training: "
-            "unreadable, heavily damaged, or with missing (or non-positive log-scaled) labels",
+            "flagged bad (unreadable, heavily damaged, featureless), or with missing (or "
+            "non-positive log-scaled) labels",
             AstroSPTWarning,
             stacklevel=3,
         )
