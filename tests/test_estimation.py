@@ -206,12 +206,7 @@ def test_blocks_run_together_give_the_rows_they_give_alone(shared_data):
     backwards = estimate(files[::-1], batch_size=50, **options)[::-1]
     assert np.isfinite(together["age"]).sum() > 100
     for other in (alone, backwards):
-        for name in together.colnames:
-            left, right = np.asarray(together[name]), np.asarray(other[name])
-            if left.dtype.kind == "f":
-                np.testing.assert_array_equal(left, right, strict=True)
-            else:
-                assert left.tolist() == right.tolist(), name
+        _assert_same_tables(together, other)
 
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="Linux /proc only")

@@ -17,7 +17,7 @@ from ..exceptions import (
     AstroSPTWarning,
 )
 from .batches import _ROW_FIELDS, _warn_unknown_medium, iter_preprocessed
-from .rows import _estimate_rows, _Estimated
+from .rows import _NETWORK_CHUNK, _estimate_rows, _Estimated
 
 # Reading and preprocessing are GIL-bound Python and numpy, the network one thread a
 # process: estimate() spreads the whole pipeline over processes, this process merges.
@@ -93,8 +93,6 @@ def _task_sizes(n_items, n_workers):
     ``_WORKER_TASK`` each, and a multiple of ``n_workers`` tasks, so that the workers
     finish together, unless that would leave tasks of less than a network block
     (``_NETWORK_CHUNK`` rows, which a smaller task would pad and run all the same)."""
-    from .rows import _NETWORK_CHUNK
-
     n_tasks = -(-n_items // _WORKER_TASK)
     n_tasks = -(-n_tasks // n_workers) * n_workers
     n_tasks = min(n_tasks, -(-n_items // _NETWORK_CHUNK))

@@ -145,19 +145,9 @@ def _draw_masks(seed, n_samples, layers, scaled=False) -> np.ndarray:
     ``1 / (1 - p)`` for kept units and 0 for dropped ones (what `MCDropout` multiplies by).
     """
     widths = [layer.n_units for layer in layers]
-    # numpy's float32 uniform is (next_uint32 >> 8) * 2**-24, so u >= p holds exactly when
-    # next_uint32 >= ceil(p * 2**24) << 8; PCG64 hands out each 64-bit output as two 32-bit
-    # words, low half first. Comparing the raw words draws the same masks bit for bit at
-    # about half the cost of the floats.
-    steps = [int(np.ceil(float(np.float32(layer.p)) * 2**24)) for layer in layers]
-    thresholds = np.repeat([min(step << 8, 2**32 - 1) for step in steps], widths)
-    thresholds = thresholds.astype(np.uint32)
-    never = np.repeat([step >= 2**24 for step in steps], widths)  # float32(p) rounded to 1
-    n_words = n_samples * thresholds.size
-    sequence = np.random.SeedSequence([seed, _MASK_STREAM])
-    raw = np.random.PCG64(sequence).random_raw(-(-n_words // 2))
-    keep = raw.view(np.uint32)[:n_words].reshape(n_samples, -1) >= thresholds
-    keep[:, never] = False
+    rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, _MASK_STREAM])))
+    uniform = rng.random((n_samples, sum(widths)), dtype=np.float32)
+    keep = uniform >= np.repeat([np.float32(layer.p) for layer in layers], widths)
     if not scaled:
         return keep
     scales = np.repeat([1.0 / (1.0 - layer.p) for layer in layers], widths).astype(np.float32)

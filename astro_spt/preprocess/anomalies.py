@@ -209,8 +209,9 @@ def _line_contrast(flux, ivar, valid, pixel_scale_aa):
     """RMS relative departure of the flux from a smooth continuum beyond the noise's.
 
     The noise is the smaller of what the inverse variance says and what the pixel-to-pixel
-    differences say (robustly), so that an overestimated inverse variance (LAMOST's, for
-    many files) does not hide lines, nor an underestimated one invent them.
+    differences say (robustly): a noise estimate that is too large (LAMOST's inverse
+    variance, for many files; the differences, where lines are dense) would hide the
+    lines of a real star and call it featureless.
     """
     smooth = gaussian_smooth(flux, FEATURELESS_CONTINUUM_AA / pixel_scale_aa)
     use = valid & (smooth > 0)
