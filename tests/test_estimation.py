@@ -577,6 +577,37 @@ def test_models_sent_to_workers_are_kept_one_at_a_time(
     _assert_same_tables(changed, estimate(files, other, n_jobs=1, n_samples=2))
 
 
+def test_a_model_changed_in_place_is_sent_again(
+    lamost_files, untrained_bundle, small_worker_tasks, monkeypatch
+):
+    """The same model object, unchanged, is not pickled again for the next call; changed
+    in place (even through a numpy view, which torch does not count as a change), the
+    workers get the changed model."""
+    import copy
+    import pickle
+
+    files = lamost_files * 4
+    model = copy.deepcopy(untrained_bundle)
+    first = estimate(files, model, n_jobs=2, n_samples=2)
+    pickled = []
+    dumps = pickle.dumps
+    monkeypatch.setattr(
+        pickle, "dumps", lambda obj, *a, **k: pickled.append(type(obj)) or dumps(obj, *a, **k)
+    )
+    _assert_same_tables(first, estimate(files, model, n_jobs=2, n_samples=2))
+    assert type(model) not in pickled
+    weight = next(model.network.parameters())
+    weight.detach().numpy()[...] += 1.0
+    changed = estimate(files, model, n_jobs=2, n_samples=2)
+    assert type(model) in pickled
+    assert not np.array_equal(first["age"], changed["age"])
+    _assert_same_tables(changed, estimate(files, model, n_jobs=1, n_samples=2))
+    model.description = "another description"  # not an array: the pickle differs
+    pickled.clear()
+    estimate(files, model, n_jobs=2, n_samples=2)
+    assert type(model) in pickled
+
+
 def torch_no_grad():
     import torch
 
