@@ -1,6 +1,7 @@
 """Tests of astro_spt.estimate: inputs, table contract, flags, batch invariance."""
 
 import shutil
+import sys
 from pathlib import Path
 
 import astropy.units as u
@@ -570,9 +571,13 @@ def test_models_sent_to_workers_are_kept_one_at_a_time(
         next(other.network.parameters()).add_(1.0)  # another model: another file
     first = estimate(files, untrained_bundle, n_jobs=2, n_samples=2)
     folder = estimation.workers._SHIPPED["dir"][0]
-    assert len(os.listdir(folder)) == 1 and os.stat(folder).st_mode & 0o077 == 0
+
+    def pickles():
+        return [name for name in os.listdir(folder) if name.endswith(".pickle")]
+
+    assert len(pickles()) == 1 and os.stat(folder).st_mode & 0o077 == 0
     changed = estimate(files, other, n_jobs=2, n_samples=2)
-    assert len(os.listdir(folder)) == 1
+    assert len(pickles()) == 1
     assert not np.array_equal(first["age"], changed["age"])
     _assert_same_tables(changed, estimate(files, other, n_jobs=1, n_samples=2))
 
@@ -606,6 +611,42 @@ def test_a_model_changed_in_place_is_sent_again(
     pickled.clear()
     estimate(files, model, n_jobs=2, n_samples=2)
     assert type(model) in pickled
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="no file locks (fcntl)")
+def test_folders_of_killed_processes_are_removed(tmp_path):
+    """A process killed before its clean-up at exit leaves its folder of models (25 MB
+    for the default model) behind; the next process to make one removes those whose
+    lock no process holds, and no other."""
+    import os
+    import time
+
+    from astro_spt.estimation.workers import _MODELS_PREFIX, _hold_lock, _remove_abandoned
+
+    def folder(name, lock):
+        path = tmp_path / (_MODELS_PREFIX + name)
+        path.mkdir()
+        (path / "model.pickle").write_bytes(b"x")
+        if lock:
+            (path / ".lock").touch()
+        return path
+
+    folder("killed", lock=True)  # its process gone: nobody holds the lock
+    alive = folder("alive", lock=False)
+    held = _hold_lock(alive)  # as its live process holds it
+    being_made = folder("new", lock=False)  # made a moment ago, its lock not yet made
+    old = folder("old", lock=False)  # by an older version, a day ago
+    os.utime(old, (time.time() - 2 * 86400,) * 2)
+    other = tmp_path / "astro_spt-other"
+    other.mkdir()
+    ours = folder("ours", lock=False)
+    try:
+        _remove_abandoned(str(ours))
+    finally:
+        held.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        p.name for p in (alive, being_made, other, ours)
+    )
 
 
 def torch_no_grad():

@@ -356,9 +356,11 @@ def _shipped(bundle):
         return None
     with _POOL_LOCK:
         if _SHIPPED.get("dir", (None, None))[1] != os.getpid():
-            folder = tempfile.mkdtemp(prefix="astro_spt-models-")  # readable by us only
+            folder = tempfile.mkdtemp(prefix=_MODELS_PREFIX)  # readable by us only
             _SHIPPED.clear()
             _SHIPPED.update({"dir": (folder, os.getpid()), "users": {}})
+            _SHIPPED["lock"] = _hold_lock(folder)
+            _remove_abandoned(folder)
         folder = _SHIPPED["dir"][0]
         last = _SHIPPED.get("last")
         key = None
@@ -378,6 +380,60 @@ def _shipped(bundle):
             _SHIPPED["last"] = (structure, _copies(arrays), key)
         _SHIPPED["users"][key] = _SHIPPED["users"].get(key, 0) + 1
     return key, os.path.join(folder, f"{key}.pickle")
+
+
+_MODELS_PREFIX = "astro_spt-models-"
+# A folder of models without a lock file (being made, or by an older version) is left
+# alone until it is this old (seconds).
+_UNLOCKED_FOLDER_AGE_S = 24 * 3600
+
+
+def _hold_lock(folder):
+    """An exclusive lock on ``folder``'s lock file, held while this process lives (the
+    system releases it when the process ends, killed or not); None where there are no
+    file locks (Windows)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        return None
+    # locked before it gets its name: a process that finds ".lock" finds it held
+    lock = open(os.path.join(folder, ".lock-being-made"), "w")  # held until exit
+    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    os.replace(lock.name, os.path.join(folder, ".lock"))
+    return lock
+
+
+def _remove_abandoned(ours):
+    """Delete the folders of models that processes killed before their clean-up at exit
+    left behind (each holds a pickle of its model, 25 MB for the default one): those of
+    this user whose lock no process holds."""
+    import glob
+    import shutil
+    import time
+
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        return
+    parent = os.path.dirname(ours)
+    for folder in glob.glob(os.path.join(glob.escape(parent), _MODELS_PREFIX + "*")):
+        if folder == ours:
+            continue
+        with contextlib.suppress(OSError):
+            if os.stat(folder).st_uid != os.getuid():
+                continue
+            try:
+                lock = open(os.path.join(folder, ".lock"))
+            except FileNotFoundError:
+                if time.time() - os.stat(folder).st_mtime > _UNLOCKED_FOLDER_AGE_S:
+                    shutil.rmtree(folder, ignore_errors=True)
+                continue
+            with lock:
+                try:
+                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue  # its process is alive
+                shutil.rmtree(folder, ignore_errors=True)
 
 
 def _unship(key):
@@ -406,6 +462,8 @@ def _close_pool():
     folder, pid = _SHIPPED.get("dir", (None, None))
     if pid == os.getpid():
         shutil.rmtree(folder, ignore_errors=True)
+        if _SHIPPED.get("lock") is not None:
+            _SHIPPED["lock"].close()
     _SHIPPED.clear()
     _SHIPPED["users"] = {}
 
