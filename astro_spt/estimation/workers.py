@@ -398,8 +398,12 @@ def _hold_lock(folder):
         return None
     # locked before it gets its name: a process that finds ".lock" finds it held
     lock = open(os.path.join(folder, ".lock-being-made"), "w")  # held until exit
-    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    os.replace(lock.name, os.path.join(folder, ".lock"))
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.replace(lock.name, os.path.join(folder, ".lock"))
+    except OSError:  # a file system without locks: the folder counts as lockless
+        lock.close()
+        return None
     return lock
 
 
