@@ -21,7 +21,9 @@ prints
 
 - the 1σ and 2σ coverage (share of ``|ŷ − y| ≤ σ`` and ``≤ 2σ``), overall and in each
   tercile of the test set's S/N (``snrg`` of ``labels.csv``); target 68 ± 4 % and
-  95 ± 3 %;
+  95 ± 3 %; each coverage's distance from a Gaussian's in binomial standard deviations
+  (`coverage_z`), and the chance that a perfectly calibrated model meets every target
+  on test sets of these sizes (`calibrated_pass_probability`);
 - the Spearman rank correlation of σ and ``|ŷ − y|`` (target ≥ 0.3), and the median σ in
   the lowest S/N tercile over that in the highest (target ≥ 1.5);
 - per row ``|std(samples) / X_err − 1|``: its maximum and the share of rows within 10 %
@@ -713,6 +715,36 @@ def _g(value):
     return f"{value:#.3g}".rstrip(".")
 
 
+#: Coverage of a Gaussian within 1σ and 2σ (per cent).
+GAUSSIAN_COVERAGE = {1: 68.27, 2: 95.45}
+
+
+def coverage_z(value, n, k):
+    """How many binomial standard deviations a coverage of ``value`` per cent over ``n``
+    stars lies from a Gaussian's within ``k``σ: beyond about 2 (either way), the σ are
+    miscalibrated there; within it, the stars are too few to tell."""
+    p = GAUSSIAN_COVERAGE[k] / 100
+    return (value / 100 - p) / np.sqrt(p * (1 - p) / n)
+
+
+def calibrated_pass_probability(sizes, n_sim=20_000, seed=0):
+    """Chance that a perfectly calibrated model meets every coverage check of a part.
+
+    Its standardised errors are drawn from N(0, 1) for each label, with the S/N terciles'
+    sizes of ``sizes`` (``{label: [n_low, n_mid, n_high]}``), and the coverage targets
+    (`COVERAGE_TARGET`) checked overall and in each tercile, as `part_sections` checks
+    them: what the finite test set alone allows.
+    """
+    rng = np.random.default_rng(seed)
+    passed = np.ones(n_sim, bool)
+    for counts in sizes.values():
+        groups = [np.abs(rng.standard_normal((n_sim, n))) for n in counts]
+        for z in [np.concatenate(groups, axis=1), *groups]:
+            for k, (centre, tolerance) in COVERAGE_TARGET.items():
+                passed &= np.abs(100 * np.mean(z <= k, axis=1) - centre) <= tolerance
+    return float(passed.mean())
+
+
 def part_sections(part):
     """The Markdown sections (title, table) of one part's summary."""
     labels = part["labels"]
@@ -732,6 +764,7 @@ def part_sections(part):
                 centre, tolerance = COVERAGE_TARGET[k]
                 value = m["coverage"][key][k]
                 cells.append(f"{value:.1f} {mark(abs(value - centre) <= tolerance)}")
+            cells += [f"{coverage_z(m['coverage'][key][k], n, k):+.1f}" for k in (1, 2)]
             rows.append([name, *cells])
     coverage = markdown(
         [
@@ -741,8 +774,18 @@ def part_sections(part):
             "binomial 1σ of a 68 % coverage (%)",
             "within 1σ (%) [68 ± 4]",
             "within 2σ (%) [95 ± 3]",
+            "1σ: z from 68.3 %",
+            "2σ: z from 95.4 %",
         ],
         rows,
+    )
+    sizes = {name: [m["coverage"][t]["n"] for t in TERCILES] for name, m in labels.items()}
+    coverage += (
+        "\n\nz: the coverage's distance from a Gaussian's in binomial standard deviations "
+        "(beyond about ±2: miscalibrated). A perfectly calibrated model would meet every "
+        f"coverage target of this table with probability {calibrated_pass_probability(sizes):.3f} "
+        "on test sets of these sizes (20,000 simulations of N(0, 1) errors): the "
+        "±4 % tolerance at 1σ is about one binomial standard deviation of a tercile."
     )
     rows = [
         [
