@@ -283,6 +283,19 @@ def bad_spectra():
             ),
             "1-D or 2-D",
         ),
+        # a magnitude rises where the light falls: lines would read as emission
+        "flux in magnitudes": (
+            Spectrum(flux=good.flux.value * u.mag, spectral_axis=good.spectral_axis),
+            "logarithmic",
+        ),
+        "flux in dex": (
+            Spectrum(flux=good.flux.value * u.dex, spectral_axis=good.spectral_axis),
+            "logarithmic",
+        ),
+        "complex flux": (
+            Spectrum(flux=good.flux.astype(complex), spectral_axis=good.spectral_axis),
+            "real numbers",
+        ),
     }
 
 

@@ -310,6 +310,12 @@ def _is_spectral(unit) -> bool:
 
 
 @functools.lru_cache(maxsize=64)
+def _is_logarithmic(unit) -> bool:
+    """Magnitudes, dex, decibels: a flux in them rises where the light falls."""
+    return unit is not None and unit.is_equivalent(u.mag)
+
+
+@functools.lru_cache(maxsize=64)
 def _is_per_frequency(unit) -> bool:
     # Building the spectral_density equivalency costs about a millisecond: decide once
     # per unit, not once per spectrum.
@@ -388,6 +394,13 @@ def _extract(spectrum, redshift, air) -> list[_Row]:
     flux = u.Quantity(spectrum.flux)
     if flux.ndim not in (1, 2):
         raise InvalidSpectrumError(f"flux must be 1-D or 2-D, got shape {flux.shape}")
+    if flux.dtype.kind not in "iuf":
+        raise InvalidSpectrumError(f"flux must be real numbers, got dtype {flux.dtype}")
+    if _is_logarithmic(flux.unit):
+        raise InvalidSpectrumError(
+            f"the flux has unit {flux.unit!r}, which is logarithmic: absorption lines "
+            "would read as emission; give a linear flux (magnitudes m as 10**(-0.4 m))"
+        )
     if unit == u.AA:
         wavelength = spectral_axis.value.astype(np.float64)
     else:
@@ -627,7 +640,8 @@ def preprocess(
         The input; a `~specutils.Spectrum` with 2-D flux is a batch of spectra on one
         spectral axis (one output row per flux row). Flux densities per unit frequency are
         converted to erg s⁻¹ cm⁻² Å⁻¹; other flux units are used as they are (which
-        matters only with normalisation ``'none'``). The
+        matters only with normalisation ``'none'``), except logarithmic ones (magnitudes,
+        dex), which make the spectrum unreadable, as a complex flux does. The
         uncertainty may be of any astropy type; without one the noise is estimated with
         DER_SNR (Stoehr et al. 2008).
     config : `~astro_spt.preprocess.PreprocessConfig`, optional
