@@ -28,6 +28,8 @@ prints
   the lowest S/N tercile over that in the highest (target ≥ 1.5);
 - per row ``|std(samples) / X_err − 1|``: its maximum and the share of rows within 10 %
   (target: every row);
+- the 1σ and 2σ coverage of the hot stars (LAMOST class O, B, A; ``subclass`` of
+  ``labels.csv``), whose LASP labels are least reliable, and of the others (part 1);
 - the share of test rows flagged ``out_of_distribution`` (target ≤ 2 %),
   ``large_uncertainty`` (≤ 10 %), ``missing_values``, any flag, and any other flag set;
 - Δ (mean ``|ŷ − y|``) with its bootstrap 1σ (1,000 resamples of the test rows), ΔP and
@@ -242,6 +244,36 @@ def label_metrics(truth, pred, tercile, *, n_boot, seed):
         "bias": float(residual.mean()),
         "median_sigma_sources": {s: float(np.median(v[ok])) for s, v in pred["sources"].items()},
     }
+
+
+#: LAMOST spectral classes (``subclass`` of ``labels.csv``, first letter) of the
+#: hot stars, for which LASP's labels are least reliable.
+HOT_CLASSES = ("O", "B", "A")
+
+
+def coverage_by_class(estimates, truth, subclass, names):
+    """1σ and 2σ coverage per label for the hot stars (LAMOST class O, B, A) and the
+    others: where the real-data errors' heavy tails come from.
+
+    Returns
+    -------
+    dict
+        Group name to ``{label: {"n": n, 1: per cent, 2: per cent}}``.
+    """
+    predictions = read_predictions(estimates, names)
+    hot = np.array([str(c)[:1] in HOT_CLASSES for c in subclass])
+    groups = {"hot (LAMOST class O, B, A)": hot, "F, G, K, M": ~hot}
+    out = {}
+    for group, rows in groups.items():
+        out[group] = {}
+        for j, name in enumerate(names):
+            value, err = predictions[name]["value"][rows], predictions[name]["err"][rows]
+            error = np.abs(value - truth[rows, j])
+            ok = np.isfinite(error) & np.isfinite(err)
+            out[group][name] = {"n": int(ok.sum())} | {
+                k: 100 * float(np.mean(error[ok] <= k * err[ok])) for k in (1, 2)
+            }
+    return out
 
 
 def flag_rates(flags):
@@ -611,6 +643,9 @@ def real_part(args):
         bundle, test_paths, y[i_test], snr, n_samples=args.n_samples, n_boot=args.bootstrap
     )
     times["estimate"] = summary.pop("estimate_seconds")
+    summary["by_class"] = coverage_by_class(
+        estimates, y[i_test], np.asarray(table["subclass"])[i_test], list(rl.LABELS)
+    )
     rl.log("masking stress test")
     summary["masking"] = masking_stress(
         test_paths,
@@ -858,6 +893,18 @@ def part_sections(part):
             (
                 "Median σ of each source of uncertainty (error_sources=True)",
                 markdown(["label", "unit", "σ (total)", *(f"σ {s}" for s in sources)], rows),
+            )
+        )
+    if "by_class" in part:
+        rows = [
+            [name, group, str(c["n"]), f"{c[1]:.1f}", f"{c[2]:.1f}"]
+            for group, per_label in part["by_class"].items()
+            for name, c in per_label.items()
+        ]
+        sections.append(
+            (
+                "Coverage by spectral class (LAMOST subclass): where the heavy tails are",
+                markdown(["label", "stars", "n", "within 1σ (%)", "within 2σ (%)"], rows),
             )
         )
     if "masking" in part:
