@@ -299,14 +299,47 @@ def _check_positive(**values) -> None:
 
 
 def flag_summary(table) -> str:
-    """One line: how many rows are flagged, and with what."""
+    """One line: how many rows are bad, warned of or only noted, and by which flags.
+
+    A row counts under its most severe flag (``bad`` before ``warning`` before ``info``):
+    an informational note (a routine mask repaired) says nothing against the estimate.
+
+    Examples
+    --------
+    >>> from astropy.table import Table
+    >>> from astro_spt import flags
+    >>> table = Table({"flags": [
+    ...     0,
+    ...     flags.REPAIRED_PIXELS,
+    ...     flags.REPAIRED_PIXELS | flags.OUT_OF_DISTRIBUTION,
+    ...     flags.UNREADABLE,
+    ... ]})
+    >>> print(flag_summary(table))  # doctest: +NORMALIZE_WHITESPACE
+    4 spectra: 1 bad, 1 with warnings, 1 with notes only, 1 unflagged (bad: 1 unreadable;
+    warnings: 1 out_of_distribution; notes: 2 repaired_pixels)
+    """
     from . import flags as _flags
 
     values = np.asarray(table["flags"])
-    counts = {flag.name: int(np.count_nonzero(values & flag.value)) for flag in _flags.FLAGS}
-    parts = [f"{n} {name}" for name, n in counts.items() if n]
-    flagged = int(np.count_nonzero(values))
-    return f"{len(table)} spectra, {flagged} flagged" + (f" ({', '.join(parts)})" if parts else "")
+    by_severity = {}
+    for flag in _flags.FLAGS:
+        n = int(np.count_nonzero(values & flag.value))
+        if n:
+            by_severity.setdefault(flag.severity, []).append(f"{n} {flag.name}")
+    bad = (values & _flags.FLAGS.mask_of("bad")) != 0
+    warned = ~bad & ((values & _flags.FLAGS.mask_of("warning")) != 0)
+    noted = ~bad & ~warned & (values != 0)
+    counts = (
+        f"{len(table)} spectra: {int(bad.sum())} bad, {int(warned.sum())} with warnings, "
+        f"{int(noted.sum())} with notes only, {int(np.count_nonzero(values == 0))} unflagged"
+    )
+    titles = {"bad": "bad", "warning": "warnings", "info": "notes"}
+    parts = [
+        f"{titles[severity]}: {', '.join(by_severity[severity])}"
+        for severity in ("bad", "warning", "info")
+        if severity in by_severity
+    ]
+    return counts + (f" ({'; '.join(parts)})" if parts else "")
 
 
 def add_estimate_parser(subparsers) -> argparse.ArgumentParser:

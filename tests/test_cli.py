@@ -6,8 +6,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hf_server import LocalHub, isolate_huggingface_hub, make_bundle
+from hypothesis import given
+from hypothesis import strategies as st
 
 from astro_spt import flags
 from astro_spt.cli import (
@@ -147,7 +150,7 @@ def test_estimate_writes_tables(spt_dir, lamost_files, tmp_path, capsys, suffix)
     argv = ["estimate", *lamost_files[:2], broken, "-o", str(out), "--model", str(spt_dir)]
     assert main([*argv, "--samples", "8", "--no-progress"]) == EXIT_OK
     err = capsys.readouterr().err
-    assert "3 spectra, " in err and "1 unreadable" in err
+    assert "3 spectra: 1 bad, " in err and "bad: 1 unreadable" in err
     table = QTable.read(out)
     assert len(table) == 3
     assert list(table["flags"] & flags.UNREADABLE != 0) == [False, False, True]
@@ -338,3 +341,37 @@ def test_written_tables_keep_column_descriptions(tmp_path):
         assert again["age"].unit == u.Gyr
         for name in table.colnames:
             assert again[name].info.description == table[name].info.description, (suffix, name)
+
+
+@given(
+    st.lists(
+        st.lists(st.sampled_from([f.value for f in flags.FLAGS]), max_size=4).map(
+            lambda values: sum(set(values))
+        ),
+        min_size=1,
+        max_size=30,
+    )
+)
+def test_flag_summary_counts_each_row_under_its_worst_severity(values):
+    """The four counts partition the rows; each flag's count is the rows that have it."""
+    import re
+
+    from astropy.table import Table
+
+    from astro_spt.cli import flag_summary
+
+    line = flag_summary(Table({"flags": np.array(values, dtype=flags.FLAG_DTYPE)}))
+    numbers = re.match(
+        r"(\d+) spectra: (\d+) bad, (\d+) with warnings, (\d+) with notes only, (\d+) "
+        r"unflagged",
+        line,
+    )
+    n, bad, warned, noted, clean = map(int, numbers.groups())
+    v = np.array(values)
+    is_bad = (v & flags.FLAGS.mask_of("bad")) != 0
+    is_warned = ~is_bad & ((v & flags.FLAGS.mask_of("warning")) != 0)
+    assert (n, bad, warned, clean) == (len(v), is_bad.sum(), is_warned.sum(), (v == 0).sum())
+    assert bad + warned + noted + clean == n
+    for flag in flags.FLAGS:
+        count = int(np.count_nonzero(v & flag.value))
+        assert (f" {count} {flag.name}" in line) == (count > 0)
