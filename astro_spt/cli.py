@@ -333,10 +333,10 @@ def flag_summary(table) -> str:
         f"{len(table)} spectra: {int(bad.sum())} bad, {int(warned.sum())} with warnings, "
         f"{int(noted.sum())} with notes only, {int(np.count_nonzero(values == 0))} unflagged"
     )
-    titles = {"bad": "bad", "warning": "warnings", "info": "notes"}
+    titles = {"bad": "bad", "warning": "warnings", "info": "notes"}  # worst first
     parts = [
-        f"{titles[severity]}: {', '.join(by_severity[severity])}"
-        for severity in ("bad", "warning", "info")
+        f"{title}: {', '.join(by_severity[severity])}"
+        for severity, title in titles.items()
         if severity in by_severity
     ]
     return counts + (f" ({'; '.join(parts)})" if parts else "")

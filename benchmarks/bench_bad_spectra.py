@@ -31,21 +31,17 @@ from pathlib import Path
 
 import numpy as np
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "lamost-lrs" / "dr10"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import real_lamost as rl
+from calibration import bad_pixels
 
 
 def giant_files(n):
     """The first ``n`` DR10 files of LAMOST giant candidates (``giant_candidate`` of
     ``labels.csv``): the stars the default model is for."""
-    from astropy.table import Table
-
-    labels = Table.read(DATA / "labels.csv", format="ascii.csv")
-    giants = sorted(
-        str(name)
-        for name, giant in zip(labels["file"], labels["giant_candidate"], strict=True)
-        if str(giant) == "True"
-    )
-    return [DATA / "spectra" / name for name in giants[:n]]
+    table, paths = rl.load_sample(rl.DEFAULT_DATA)
+    giants = zip(paths, table["giant_candidate"], strict=True)
+    return sorted(path for path, giant in giants if str(giant) == "True")[:n]
 
 
 def continuum_of(flux, width=101):
@@ -92,20 +88,6 @@ def bad_inputs(spectrum, rng):
     }
 
 
-def bad_pixels(spectrum):
-    """Pixels the file marks as bad (masked, zero inverse variance, not finite)."""
-    from astropy.nddata import InverseVariance
-
-    bad = ~np.isfinite(np.asarray(spectrum.flux.value, dtype=float))
-    if spectrum.mask is not None:
-        bad |= np.asarray(spectrum.mask, dtype=bool)
-    if spectrum.uncertainty is not None:
-        with np.errstate(divide="ignore"):  # a σ of 0 is an inverse variance of inf
-            ivar = spectrum.uncertainty.represent_as(InverseVariance).array
-        bad |= ~(np.isfinite(ivar) & (ivar > 0))
-    return bad
-
-
 def noisy(spectrum, flux, snr, rng):
     """A `~specutils.Spectrum` of ``flux`` plus Gaussian noise of σ = median / ``snr``,
     with the pixels the file marks as bad masked, as they were."""
@@ -150,7 +132,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     files = giant_files(args.files)
     if not files:
-        sys.exit(f"no DR10 giant candidates under {DATA}")
+        sys.exit(f"no DR10 giant candidates under {rl.DEFAULT_DATA}")
 
     import astro_spt
     from astro_spt import flags

@@ -187,6 +187,18 @@ def terciles(snr):
     return np.searchsorted(edges, snr, side="right"), edges
 
 
+def coverage(error, sigma):
+    """Per cent of the ``error`` within 1σ and 2σ of their ``sigma``, and their number."""
+    inside = {k: 100 * float(np.mean(error <= k * sigma)) for k in (1, 2)}
+    return inside | {"n": int(np.size(error))}
+
+
+def meets_target(value, k):
+    """Whether a coverage of ``value`` per cent within ``k``σ meets `COVERAGE_TARGET`."""
+    centre, tolerance = COVERAGE_TARGET[k]
+    return np.abs(value - centre) <= tolerance
+
+
 def label_metrics(truth, pred, tercile, *, n_boot, seed):
     """Calibration and accuracy of one label on the rows with a finite estimate.
 
@@ -218,10 +230,6 @@ def label_metrics(truth, pred, tercile, *, n_boot, seed):
     error = np.abs(residual)
     sigma, group = err[ok], tercile[ok]
 
-    def coverage(rows):
-        inside = {k: 100 * float(np.mean(error[rows] <= k * sigma[rows])) for k in (1, 2)}
-        return inside | {"n": int(np.size(error[rows]))}
-
     rng = np.random.default_rng(seed)
     resampled = error[rng.integers(0, len(error), (n_boot, len(error)))].mean(axis=1)
     spread = np.std(pred["samples"][ok], axis=1) / sigma
@@ -231,8 +239,8 @@ def label_metrics(truth, pred, tercile, *, n_boot, seed):
         delta_p = 100 * float(np.mean(error / np.abs(truth[ok])))
     return {
         "n": int(ok.sum()),
-        "coverage": {"all": coverage(slice(None))}
-        | {t: coverage(group == k) for k, t in enumerate(TERCILES)},
+        "coverage": {"all": coverage(error, sigma)}
+        | {t: coverage(error[group == k], sigma[group == k]) for k, t in enumerate(TERCILES)},
         "spearman": float(spearmanr(sigma, error).statistic),
         "median_sigma": {"all": float(np.median(sigma))} | median_sigma,
         "sigma_ratio": median_sigma["low"] / median_sigma["high"],
@@ -270,9 +278,7 @@ def coverage_by_class(estimates, truth, subclass, names):
             value, err = predictions[name]["value"][rows], predictions[name]["err"][rows]
             error = np.abs(value - truth[rows, j])
             ok = np.isfinite(error) & np.isfinite(err)
-            out[group][name] = {"n": int(ok.sum())} | {
-                k: 100 * float(np.mean(error[ok] <= k * err[ok])) for k in (1, 2)
-            }
+            out[group][name] = coverage(error[ok], err[ok])
     return out
 
 
@@ -775,8 +781,8 @@ def calibrated_pass_probability(sizes, n_sim=20_000, seed=0):
     for counts in sizes.values():
         groups = [np.abs(rng.standard_normal((n_sim, n))) for n in counts]
         for z in [np.concatenate(groups, axis=1), *groups]:
-            for k, (centre, tolerance) in COVERAGE_TARGET.items():
-                passed &= np.abs(100 * np.mean(z <= k, axis=1) - centre) <= tolerance
+            for k in COVERAGE_TARGET:
+                passed &= meets_target(100 * np.mean(z <= k, axis=1), k)
     return float(passed.mean())
 
 
@@ -796,12 +802,11 @@ def part_sections(part):
             n = m["coverage"][key]["n"]
             cells = [text, str(n), f"{100 * np.sqrt(0.683 * 0.317 / n):.1f}"]
             for k in (1, 2):
-                centre, tolerance = COVERAGE_TARGET[k]
                 value = m["coverage"][key][k]
-                cells.append(f"{value:.1f} {mark(abs(value - centre) <= tolerance)}")
+                cells.append(f"{value:.1f} {mark(meets_target(value, k))}")
             cells += [f"{coverage_z(m['coverage'][key][k], n, k):+.1f}" for k in (1, 2)]
             rows.append([name, *cells])
-    coverage = markdown(
+    coverage_table = markdown(
         [
             "label",
             "test stars",
@@ -815,7 +820,7 @@ def part_sections(part):
         rows,
     )
     sizes = {name: [m["coverage"][t]["n"] for t in TERCILES] for name, m in labels.items()}
-    coverage += (
+    coverage_table += (
         "\n\nz: the coverage's distance from a Gaussian's in binomial standard deviations "
         "(beyond about ±2: miscalibrated). A perfectly calibrated model would meet every "
         f"coverage target of this table with probability {calibrated_pass_probability(sizes):.3f} "
@@ -876,7 +881,7 @@ def part_sections(part):
     ]
     accuracy = markdown(["label", "unit", "n", "Δ ± bootstrap 1σ", "ΔP (%)", "bias"], rows)
     sections = [
-        ("Coverage of the test labels by the estimated uncertainties", coverage),
+        ("Coverage of the test labels by the estimated uncertainties", coverage_table),
         ("Does σ track the error? (S/N terciles of the test set)", tracking),
         ("Samples against X_err, per row", samples),
         ("Flag rates on the test set", flags),

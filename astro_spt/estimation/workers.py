@@ -326,21 +326,21 @@ def _same_arrays(arrays, copies) -> bool:
     being equal to itself, makes them differ: the model is then sent again)."""
     import torch
 
-    if len(arrays) != len(copies):
-        return False
-    for array, copy in zip(arrays, copies, strict=True):
-        if type(array) is not type(copy) and not (
-            isinstance(array, torch.Tensor) and isinstance(copy, torch.Tensor)
-        ):
-            return False
+    def same(array, copy):
         if isinstance(array, torch.Tensor):
-            if array.device.type != "cpu" or array.dtype != copy.dtype:
-                return False
-            if array.shape != copy.shape or not torch.equal(array.detach(), copy):
-                return False
-        elif array.dtype != copy.dtype or not np.array_equal(array, copy):
-            return False
-    return True
+            return (
+                isinstance(copy, torch.Tensor)
+                and array.device.type == "cpu"
+                and (array.dtype, array.shape) == (copy.dtype, copy.shape)
+                and torch.equal(array.detach(), copy)
+            )
+        return (
+            isinstance(copy, np.ndarray)
+            and array.dtype == copy.dtype
+            and np.array_equal(array, copy)
+        )
+
+    return len(arrays) == len(copies) and all(map(same, arrays, copies))
 
 
 def _shipped(bundle):
@@ -407,36 +407,37 @@ def _hold_lock(folder):
     return lock
 
 
+def _is_abandoned(folder) -> bool:
+    """Whether a folder of models was left by a process that is gone: no process holds
+    its lock, or, without a lock file, it is older than ``_UNLOCKED_FOLDER_AGE_S``."""
+    import fcntl
+    import time
+
+    try:
+        lock = open(os.path.join(folder, ".lock"))
+    except FileNotFoundError:
+        return time.time() - os.stat(folder).st_mtime > _UNLOCKED_FOLDER_AGE_S
+    with lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False  # its process is alive
+    return True
+
+
 def _remove_abandoned(ours):
     """Delete the folders of models that processes killed before their clean-up at exit
     left behind (each holds a pickle of its model, 25 MB for the default one): those of
     this user whose lock no process holds."""
     import glob
     import shutil
-    import time
 
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows
+    if os.name != "posix":  # pragma: no cover - no fcntl locks (Windows)
         return
     parent = os.path.dirname(ours)
     for folder in glob.glob(os.path.join(glob.escape(parent), _MODELS_PREFIX + "*")):
-        if folder == ours:
-            continue
         with contextlib.suppress(OSError):
-            if os.stat(folder).st_uid != os.getuid():
-                continue
-            try:
-                lock = open(os.path.join(folder, ".lock"))
-            except FileNotFoundError:
-                if time.time() - os.stat(folder).st_mtime > _UNLOCKED_FOLDER_AGE_S:
-                    shutil.rmtree(folder, ignore_errors=True)
-                continue
-            with lock:
-                try:
-                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    continue  # its process is alive
+            if folder != ours and os.stat(folder).st_uid == os.getuid() and _is_abandoned(folder):
                 shutil.rmtree(folder, ignore_errors=True)
 
 
