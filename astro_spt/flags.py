@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = [
+    "EMISSION_FEATURES",
     "FEATURELESS",
     "FLAGS",
     "FLAG_DTYPE",
@@ -347,6 +348,16 @@ FLAGS = FlagRegistry(
             "featureless white dwarf's) that no model of stellar spectra can read.",
             "bad",
         ),
+        FlagDefinition(
+            16,
+            "emission_features",
+            "The flux rises above its continuum more than it dips below it (the skewness "
+            "of its departure from a smooth continuum exceeds 1, where absorption lines "
+            "make it negative): emission lines, strong sky-line residuals, or lines that "
+            "are no absorption-line star's; the model was trained on absorption-line "
+            "spectra.",
+            "warning",
+        ),
     ]
 )
 
@@ -366,6 +377,7 @@ NO_REDSHIFT = FLAGS["no_redshift"].value
 MASKED_STANDARD_REGIONS = FLAGS["masked_standard_regions"].value
 UNPHYSICAL_VALUE = FLAGS["unphysical_value"].value
 FEATURELESS = FLAGS["featureless"].value
+EMISSION_FEATURES = FLAGS["emission_features"].value
 
 
 def decode_flags(value) -> list[str] | list[list[str]]:

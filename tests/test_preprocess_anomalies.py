@@ -361,3 +361,36 @@ def test_gap_inside_a_window_never_sets_missing_values(data, kind):
     substantial = length > SETTINGS.standard_mask_min_fraction * (high - low)
     assert ("masked_standard_regions" in names(result.flags[0])) == substantial
     assert result.n_repaired[0] == length
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.floats(5.5, 290.0), st.floats(0.0, 6.28), st.integers(0, 2**32 - 1))
+def test_ripples_of_any_period_in_the_band_are_flagged(period, phase, seed):
+    # down to four pixels of the grid: a band that stopped at 10 Å missed 10 Å ripples
+    flux, ivar = synthetic(1, seed=seed)
+    flux *= 1 + 0.05 * np.sin(2 * np.pi * GRID / period + phase)
+    assert "oscillation" in names(detect_anomalies(flux, ivar).flags[0])
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    st.integers(30, 300),
+    st.floats(0.1, 0.8),
+    st.floats(3.0, 500.0),
+    st.integers(0, 2**32 - 1),
+)
+def test_emission_lines_are_flagged_and_absorption_lines_are_not(n_lines, depth, snr, seed):
+    # absorption lines at any S/N, however faint, never; emission from S/N 30 up
+    rng = np.random.default_rng(seed)
+    centres = rng.uniform(GRID[0], GRID[-1], n_lines)
+    profile = np.exp(-0.5 * ((GRID[:, None] - centres) / 1.5) ** 2).sum(axis=1)
+    continuum = 100 * (GRID / 6000) ** -1.5
+    sigma = continuum / snr
+    noise = rng.normal(0, sigma)
+    ivar = 1 / sigma**2
+    absorption = continuum * (1 - depth * np.minimum(profile, 1)) + noise
+    emission = continuum * (1 + depth * np.minimum(profile, 1)) + noise
+    found = detect_anomalies(np.stack([absorption, emission]), np.stack([ivar, ivar])).flags
+    assert "emission_features" not in names(found[0])
+    if snr >= 30:
+        assert "emission_features" in names(found[1])

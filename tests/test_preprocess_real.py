@@ -72,6 +72,21 @@ def inject_ripple(spectrum):
     return copy_with(spectrum, spectrum.flux.value * ripple)
 
 
+def inject_short_ripple(spectrum):
+    # a period of 8 Å: four pixels of the model grid, six to ten of a LAMOST file
+    wavelength = spectrum.spectral_axis.value
+    return copy_with(spectrum, spectrum.flux.value * (1 + 0.05 * np.sin(wavelength / 8.0 * 6.283)))
+
+
+def inject_emission(spectrum):
+    """Nebular emission lines (Balmer, [O II], [O III], [N II], [S II]) on the star."""
+    wavelength = spectrum.spectral_axis.value
+    level = np.nanmedian(spectrum.flux.value)
+    lines = [3727, 4102, 4341, 4861, 4959, 5007, 6548, 6563, 6583, 6717, 6731]
+    emission = sum(np.exp(-0.5 * ((wavelength - c) / 2.0) ** 2) for c in lines)
+    return copy_with(spectrum, spectrum.flux.value + 2 * level * emission)
+
+
 @pytest.fixture(scope="module")
 def untouched(dr10):
     return preprocess(dr10)
@@ -83,6 +98,7 @@ def test_untouched_spectra(dr10, untouched):
     assert not flags.has_flag(untouched.flags, "unreadable").any()
     assert not flags.has_flag(untouched.flags, "no_redshift").any()
     assert not flags.has_flag(untouched.flags, "oscillation").any()
+    assert not flags.has_flag(untouched.flags, "emission_features").any()
     assert not flags.has_flag(untouched.flags, "negative_flux").any()
     np.testing.assert_allclose(untouched.redshift, [s.meta["redshift"] for s in dr10])
     # standardised by default (docs/benchmarks.rst); real stars stay within a sane range
@@ -98,8 +114,10 @@ def test_untouched_spectra(dr10, untouched):
         (inject_negative, "negative_flux"),
         (inject_spikes, "outliers"),
         (inject_ripple, "oscillation"),
+        (inject_short_ripple, "oscillation"),
+        (inject_emission, "emission_features"),
     ],
-    ids=["gap", "negative", "spikes", "ripple"],
+    ids=["gap", "negative", "spikes", "ripple", "8 Å ripple", "emission"],
 )
 def test_injected_anomalies_are_flagged(dr10, untouched, inject, name):
     clean = ~flags.has_flag(untouched.flags, name)
@@ -108,7 +126,7 @@ def test_injected_anomalies_are_flagged(dr10, untouched, inject, name):
     result = preprocess(spectra)
     assert flags.has_flag(result.flags, name).all(), result.flag_names
     assert np.isfinite(result.flux).all()
-    if name != "oscillation":  # ripples are flagged, not repaired
+    if name not in ("oscillation", "emission_features"):  # flagged, not repaired
         assert (result.n_repaired > untouched.n_repaired[clean]).all()
 
 

@@ -207,11 +207,12 @@ class AnomalyConfig:
     min_snr : float
         ``low_snr`` is set when the median per-pixel signal-to-noise ratio is lower.
     oscillation_min_period_aa, oscillation_max_period_aa : float
-        Period band in which ripples are searched for.
+        Period band in which ripples are searched for (5 Å is four pixels of the
+        default grid; a band from 10 Å missed every ripple of 10 Å and shorter).
     oscillation_threshold : float
         A ripple is a periodogram peak that many times higher than the median power of
         its block of 32 neighbouring frequencies (the highest ratio among the DR10
-        development spectra is 72, the median 9) ...
+        development spectra is 30, the median 10) ...
     oscillation_min_amplitude : float
         ... and whose amplitude is at least this fraction of the continuum.
 
@@ -261,7 +262,7 @@ class AnomalyConfig:
     spike_min_relative: float = 0.5
     negative_min_run_aa: float = 13.0
     min_snr: float = 10.0
-    oscillation_min_period_aa: float = 10.0
+    oscillation_min_period_aa: float = 5.0
     oscillation_max_period_aa: float = 300.0
     oscillation_threshold: float = 40.0
     oscillation_min_amplitude: float = 0.01
