@@ -25,12 +25,13 @@ import os
 import re
 import sys
 import tempfile
-import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+
+from ._files import write_atomically
 
 __all__ = [
     "EXIT_HUB_ERROR",
@@ -233,7 +234,7 @@ def write_table(table, path: str, overwrite: bool = False) -> None:
                     table[name].info.description = description
                     table[name].info.format = format_
         table.meta = flat
-    _write_atomically(path, lambda tmp: table.write(tmp, format=fmt))
+    write_atomically(path, lambda tmp: table.write(tmp, format=fmt))
 
 
 def _ascii(value):
@@ -242,21 +243,6 @@ def _ascii(value):
         if isinstance(value, str)
         else value
     )
-
-
-def _write_atomically(path: str, write) -> None:
-    """Have ``write(tmp)`` write a temporary file beside ``path``, then move it there."""
-    folder, name = os.path.split(os.path.abspath(path))
-    # The temporary name ends like the real one: astropy compresses by the extension.
-    tmp = os.path.join(folder, f".{os.getpid()}-{time.time_ns()}.tmp-{name}")
-    try:
-        write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def _check_output(path: str, *, overwrite: bool) -> None:
@@ -678,9 +664,7 @@ def run_train(args: argparse.Namespace) -> int:
         for part, rows in history.split.items():
             assignment[rows] = part
         split = Table({"file": sources, "set": assignment})
-        _write_atomically(
-            args.split, lambda tmp: split.write(tmp, format=_table_format(args.split))
-        )
+        write_atomically(args.split, lambda tmp: split.write(tmp, format=_table_format(args.split)))
     print(f"wrote {path} ({history.n_epochs} epochs)", file=sys.stderr)
     if history.test_metrics is not None:
         history.test_metrics.pprint_all()
@@ -750,7 +734,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     write_table(table, os.path.join(args.output, "estimates.ecsv"), overwrite=True)
     pretty = paper_table(metrics, label_units=dict(zip(names, units, strict=True)))
     markdown = format_table(pretty, fmt="markdown") + "\n"
-    _write_atomically(
+    write_atomically(
         os.path.join(args.output, "metrics.md"),
         lambda tmp: Path(tmp).write_text(markdown, encoding="utf-8"),
     )

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._files import temporaries, write_atomically
 from .estimation import estimate, expand_inputs
 from .estimation.rows import _load
 from .estimation.table import _FITS_META_KEYWORDS, _HIDDEN_IN_PRINT
@@ -210,33 +211,19 @@ def _inputs_of(table) -> list[str]:
     return [str(p) or str(s) for p, s in zip(table["path"], table["source"], strict=True)]
 
 
-def _write_atomically(path: Path, write) -> None:
-    """Call ``write(tmp)`` on a temporary file beside ``path``, then move it to ``path``:
-    the file is complete or not there at all."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        write(tmp)
-        _fsync(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_directory(path.parent)
-
-
 def _write_table(table, path: Path, output_format: str) -> None:
     """Write ``table`` to ``path`` atomically: complete or not at all."""
     astropy_format, _ = _FORMATS[output_format]
     if output_format == "fits":
-        _write_atomically(path, lambda tmp: _write_fits(table, tmp))
+        write_atomically(path, lambda tmp: _write_fits(table, tmp))
     elif output_format == "ecsv":
         # ECSV drops the leading blanks of continuation lines in multi-line strings
         # (specutils' "format not identified" message has some): store them escaped.
         escaped = table.copy(copy_data=False)
         escaped[_MESSAGE_COLUMN] = _messages_converted(table[_MESSAGE_COLUMN], json.dumps)
-        _write_atomically(path, lambda tmp: escaped.write(tmp, format=astropy_format))
+        write_atomically(path, lambda tmp: escaped.write(tmp, format=astropy_format))
     else:
-        _write_atomically(path, lambda tmp: table.write(tmp, format=astropy_format))
+        write_atomically(path, lambda tmp: table.write(tmp, format=astropy_format))
 
 
 def _messages_converted(column, convert):
@@ -282,22 +269,6 @@ def _read_table(path: Path, output_format: str):
     return table
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_directory(path: Path) -> None:
-    # Makes the rename itself durable on POSIX; not possible (nor needed) on Windows.
-    try:
-        _fsync(path)
-    except OSError:
-        pass
-
-
 # ---------------------------------------------------------------------------------------
 # Output folder: manifest, resume, cleanup
 
@@ -314,7 +285,7 @@ def _fingerprint(sources, parameters: dict) -> tuple[str, str]:
 
 def _write_manifest(output_dir: Path, manifest: dict) -> None:
     text = json.dumps(manifest, indent=1)
-    _write_atomically(output_dir / MANIFEST_NAME, lambda tmp: tmp.write_text(text, "utf-8"))
+    write_atomically(output_dir / MANIFEST_NAME, lambda tmp: tmp.write_text(text, "utf-8"))
 
 
 def _read_manifest(output_dir: Path) -> dict:
@@ -332,9 +303,11 @@ def _read_manifest(output_dir: Path) -> dict:
 
 def _remove_temporaries(output_dir: Path) -> None:
     """Delete what writers killed mid-write left behind (their files never got renamed)."""
-    for pattern in (".part-*.tmp", f".{MANIFEST_NAME}.*.tmp"):
-        for path in output_dir.glob(pattern):
-            path.unlink(missing_ok=True)
+    left = temporaries(output_dir, "part-*") + temporaries(output_dir, MANIFEST_NAME)
+    # and the temporary names of astro_spt before 0.1 ("part-*" or manifest, then .tmp)
+    left += list(output_dir.glob(".part-*.tmp")) + list(output_dir.glob(f".{MANIFEST_NAME}.*.tmp"))
+    for path in left:
+        path.unlink(missing_ok=True)
 
 
 def _partition_files(output_dir: Path) -> list[Path]:

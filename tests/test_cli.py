@@ -296,7 +296,7 @@ def test_unexpected_errors_are_one_line_with_their_own_exit_code(monkeypatch, ca
 def test_tables_are_written_atomically(tmp_path):
     from astropy.table import QTable
 
-    from astro_spt.cli import _write_atomically
+    from astro_spt._files import write_atomically
 
     path = tmp_path / "ages.ecsv"
     write_table(QTable({"age": [1.0, 2.0]}), str(path))
@@ -307,7 +307,7 @@ def test_tables_are_written_atomically(tmp_path):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     with pytest.raises(OSError, match="No space left"):
-        _write_atomically(str(path), disk_full)
+        write_atomically(str(path), disk_full)
     assert path.read_bytes() == before  # the old file, whole
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ages.ecsv"]  # no leftovers
     with pytest.raises(ValueError, match="--overwrite"):

@@ -44,7 +44,9 @@ def assert_same_table(a, b):
 
 
 def temporaries(folder):
-    return sorted(p.name for p in Path(folder).iterdir() if p.name.endswith(".tmp"))
+    from astro_spt._files import TEMPORARY_MARK
+
+    return sorted(p.name for p in Path(folder).iterdir() if TEMPORARY_MARK in p.name)
 
 
 @pytest.fixture(scope="module")
@@ -110,13 +112,14 @@ def fail_once(marker, source):
 def die_while_writing_once(marker, file_name):
     """Kill the worker process half-way through writing ``file_name``, once."""
     import astro_spt.distributed as module
+    from astro_spt._files import temporary_name
 
     original = module._write_table
 
     def write_table(table, path, output_format):
         if path.name == file_name and not os.path.exists(marker):
             Path(marker).touch()
-            path.with_name(f".{path.name}.killed.tmp").write_bytes(b"half a file")
+            temporary_name(path).write_bytes(b"half a file")
             os._exit(1)
         return original(table, path, output_format)
 
