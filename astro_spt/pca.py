@@ -350,18 +350,30 @@ class PCABasis:
         centred = np.where(observed, X - self.mean, 0.0)
         rhs = centred @ self.components.T
         prior = eta / self.explained_variance
-        # Without masked pixels A is diagonal (the components are orthonormal); with
-        # some, A = I - C_M C_M^T + eta / lambda needs only the few masked columns.
+        # Without masked pixels A = D = 1 + eta / lambda is diagonal (the components are
+        # orthonormal); with m masked, A = D - C_M C_M^T needs only those m columns.
+        diagonal = 1.0 + prior
         inverse = np.zeros((n, k, k))
-        inverse[:, np.arange(k), np.arange(k)] = 1.0 / (1.0 + prior)
-        gappy = np.flatnonzero(~observed.all(axis=1))
-        if gappy.size:
-            # A is symmetric positive definite (C_M C_M^T <= I, eta / lambda > 0)
-            gram = np.broadcast_to(np.diag(1.0 + prior), (gappy.size, k, k)).copy()
-            for j, i in enumerate(gappy):
+        inverse[:, np.arange(k), np.arange(k)] = 1.0 / diagonal
+        heavy = []
+        for i in np.flatnonzero(~observed.all(axis=1)):
+            masked = self.components[:, ~observed[i]]
+            if masked.shape[1] >= k:
+                heavy.append(i)
+                continue
+            # Fewer masked pixels than components (most spectra: a few dozen): by the
+            # Woodbury identity A^-1 = D^-1 + U S^-1 U^T, U = D^-1 C_M, with the m x m
+            # S = I - C_M^T U positive definite (as A is: C_M C_M^T <= I, eta / lambda > 0)
+            scaled = masked / diagonal[:, None]
+            schur = np.eye(masked.shape[1]) - masked.T @ scaled
+            root = np.linalg.solve(np.linalg.cholesky(schur), scaled.T)
+            inverse[i] += root.T @ root
+        if heavy:
+            gram = np.broadcast_to(np.diag(diagonal), (len(heavy), k, k)).copy()
+            for j, i in enumerate(heavy):
                 masked = self.components[:, ~observed[i]]
                 gram[j] -= masked @ masked.T
-            inverse[gappy] = np.linalg.inv(gram)
+            inverse[heavy] = np.linalg.inv(gram)
         coefficients = np.einsum("nkl,nl->nk", inverse, rhs)
         residual = np.where(observed, centred - coefficients @ self.components, 0.0)
         n_observed = np.maximum(observed.sum(axis=1), 1)

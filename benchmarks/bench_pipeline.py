@@ -22,6 +22,9 @@ Stages, one function each (add a function and list it in `STAGES` to add one):
   reads them (bare arrays, `PlainSpectrum`) and as `specutils.Spectrum`; the same for
   `preprocess_floor`, the same arithmetic in bare numpy and PyWavelets (checked to give
   the same rows), and the ratio of preprocess to it (issue 17's target: at most 1.5).
+- ``projection``: ms of CPU per spectrum of the default model's gappy PCA projection
+  (`astro_spt.pca.PCABasis.project`) of the preprocessed files, in the 64-row blocks
+  `astro_spt.estimate` projects, one BLAS thread.
 - ``network``: Monte Carlo dropout (`astro_spt.nn.mc_predict`, T = 100, one torch
   thread) on the rows `astro_spt.estimate` runs at once: 512 for many spectra (issue
   17's target: at least 60 %), and 64, a single block, for up to 64. For the default
@@ -503,6 +506,35 @@ def bench_network(files, repeats, n_samples=100):
     return result
 
 
+def bench_projection(files, repeats):
+    """The default model's gappy PCA projection (`astro_spt.pca.PCABasis.project`) of the
+    preprocessed files, in the 64-row blocks `estimate` projects, one BLAS thread."""
+    from threadpoolctl import threadpool_limits
+
+    import astro_spt
+    from astro_spt.estimation import preprocess_inputs
+    from astro_spt.estimation.rows import _NETWORK_CHUNK
+
+    model = astro_spt.load_model()
+    spectra = preprocess_inputs(files, model.preprocess_settings())
+    blocks = [
+        (spectra.flux[i : i + _NETWORK_CHUNK], spectra.mask[i : i + _NETWORK_CHUNK])
+        for i in range(0, len(spectra.flux), _NETWORK_CHUNK)
+    ]
+    with threadpool_limits(1):
+        per_block = _best_cpu_ms(lambda block: model.pca.project(*block), blocks, repeats)
+    masked = spectra.mask.sum(axis=1)
+    return [
+        (
+            "projection",
+            f"gappy PCA, {_NETWORK_CHUNK}-row blocks, 1 thread",
+            f"{per_block * len(blocks) / len(spectra.flux):.2f}",
+            "ms CPU / spectrum",
+        ),
+        ("projection", "  masked pixels per spectrum, median", f"{np.median(masked):.0f}", ""),
+    ]
+
+
 def _estimate_cpu(files, n_jobs):
     """CPU seconds of this process and of the workers, and wall seconds, of one run."""
     import astro_spt
@@ -648,6 +680,7 @@ def bench_end_to_end(files, repeats):
 STAGES = {
     "reading": bench_reading,
     "preprocessing": bench_preprocessing,
+    "projection": bench_projection,
     "network": bench_network,
     "end to end": bench_end_to_end,
     "cli": bench_cli,

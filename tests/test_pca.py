@@ -2,6 +2,8 @@
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from astro_spt.pca import PCABasis
 
@@ -120,3 +122,33 @@ def test_rejects_bad_input(data):
         PCABasis.from_arrays({**arrays, "mean": arrays["mean"][:5]})
     with pytest.raises(ValueError, match="explained_variance must have shape"):
         PCABasis.from_arrays({**arrays, "explained_variance": arrays["explained_variance"][:2]})
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(1, 12), st.floats(0.0, 1.0))
+def test_gappy_inverse_is_the_direct_one_for_any_mask(seed, k, masked_share):
+    """Few masked pixels take the Woodbury route, many the direct inverse: both give
+    (I + eta / lambda - C_M C_M^T)^-1 and the coefficients it makes."""
+    rng = np.random.default_rng(seed)
+    n_pixels = 24
+    components = np.linalg.qr(rng.normal(size=(n_pixels, k)))[0].T
+    variance = np.sort(rng.uniform(0.5, 5.0, k))[::-1]
+    pca = PCABasis(
+        np.zeros(n_pixels),
+        components,
+        variance,
+        variance / variance.sum(),
+        residual_variance=rng.uniform(1e-3, 0.5),
+    )
+    x = rng.normal(size=(5, n_pixels))
+    mask = rng.random((5, n_pixels)) < masked_share
+    result = pca.project(x, mask)
+    for i in range(5):
+        masked = components[:, mask[i]]
+        gram = np.diag(1 + pca.residual_variance / variance) - masked @ masked.T
+        direct = np.linalg.inv(gram)
+        np.testing.assert_allclose(result.inverse_gram[i], direct, rtol=1e-9, atol=1e-12)
+        observed = components[:, ~mask[i]]
+        np.testing.assert_allclose(
+            result.coefficients[i], direct @ (observed @ x[i, ~mask[i]]), rtol=1e-8, atol=1e-10
+        )
