@@ -48,6 +48,7 @@ __all__ = [
     "SEVERITIES",
     "UNPHYSICAL_VALUE",
     "UNREADABLE",
+    "UNRESOLVED_FEATURES",
     "FlagDefinition",
     "FlagRegistry",
     "decode_flags",
@@ -57,7 +58,7 @@ __all__ = [
     "has_flag",
 ]
 
-#: Integer type of flag arrays: bits 0-30 (the sign bit is not used) leave room for 16
+#: Integer type of flag arrays: bits 0-30 (the sign bit is not used) leave room for 13
 #: more flags, and map to FITS ``J``.
 FLAG_DTYPE = np.int32
 
@@ -358,6 +359,16 @@ FLAGS = FlagRegistry(
             "spectra.",
             "warning",
         ),
+        FlagDefinition(
+            17,
+            "unresolved_features",
+            "Five or more pixels each lie above or below both their neighbours by more "
+            "than 20 % of the local flux (and many standard deviations): features "
+            "narrower than a line at LAMOST's resolution, such as bad pixels, a pattern "
+            "written into the flux, or a spectrum of higher resolution than the model's; "
+            "not repaired.",
+            "warning",
+        ),
     ]
 )
 
@@ -378,6 +389,7 @@ MASKED_STANDARD_REGIONS = FLAGS["masked_standard_regions"].value
 UNPHYSICAL_VALUE = FLAGS["unphysical_value"].value
 FEATURELESS = FLAGS["featureless"].value
 EMISSION_FEATURES = FLAGS["emission_features"].value
+UNRESOLVED_FEATURES = FLAGS["unresolved_features"].value
 
 
 def decode_flags(value) -> list[str] | list[list[str]]:

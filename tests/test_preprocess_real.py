@@ -87,6 +87,13 @@ def inject_emission(spectrum):
     return copy_with(spectrum, spectrum.flux.value + 2 * level * emission)
 
 
+def inject_dips(spectrum):
+    """Dips of 30 % in one pixel of the file out of every twenty."""
+    flux = spectrum.flux.value.copy()
+    flux[::20] *= 0.7
+    return copy_with(spectrum, flux)
+
+
 @pytest.fixture(scope="module")
 def untouched(dr10):
     return preprocess(dr10)
@@ -99,6 +106,7 @@ def test_untouched_spectra(dr10, untouched):
     assert not flags.has_flag(untouched.flags, "no_redshift").any()
     assert not flags.has_flag(untouched.flags, "oscillation").any()
     assert not flags.has_flag(untouched.flags, "emission_features").any()
+    assert not flags.has_flag(untouched.flags, "unresolved_features").any()
     assert not flags.has_flag(untouched.flags, "negative_flux").any()
     np.testing.assert_allclose(untouched.redshift, [s.meta["redshift"] for s in dr10])
     # standardised by default (docs/benchmarks.rst); real stars stay within a sane range
@@ -116,8 +124,9 @@ def test_untouched_spectra(dr10, untouched):
         (inject_ripple, "oscillation"),
         (inject_short_ripple, "oscillation"),
         (inject_emission, "emission_features"),
+        (inject_dips, "unresolved_features"),
     ],
-    ids=["gap", "negative", "spikes", "ripple", "8 Å ripple", "emission"],
+    ids=["gap", "negative", "spikes", "ripple", "8 Å ripple", "emission", "one-pixel dips"],
 )
 def test_injected_anomalies_are_flagged(dr10, untouched, inject, name):
     clean = ~flags.has_flag(untouched.flags, name)
@@ -126,7 +135,7 @@ def test_injected_anomalies_are_flagged(dr10, untouched, inject, name):
     result = preprocess(spectra)
     assert flags.has_flag(result.flags, name).all(), result.flag_names
     assert np.isfinite(result.flux).all()
-    if name not in ("oscillation", "emission_features"):  # flagged, not repaired
+    if name not in ("oscillation", "emission_features", "unresolved_features"):  # not repaired
         assert (result.n_repaired > untouched.n_repaired[clean]).all()
 
 
