@@ -372,6 +372,14 @@ def test_ripples_of_any_period_in_the_band_are_flagged(period, phase, seed):
     assert "oscillation" in names(detect_anomalies(flux, ivar).flags[0])
 
 
+def random_lines(rng, n_lines, sigma_aa, depth):
+    """A sloped continuum and the relative depth of Gaussian lines at random wavelengths,
+    blended (capped at ``depth``)."""
+    centres = rng.uniform(GRID[0], GRID[-1], n_lines)
+    profile = np.exp(-0.5 * ((GRID[:, None] - centres) / sigma_aa) ** 2).sum(axis=1)
+    return 100 * (GRID / 6000) ** -1.5, depth * np.minimum(profile, 1)
+
+
 @settings(max_examples=20, deadline=None)
 @given(
     st.integers(30, 300),
@@ -382,14 +390,10 @@ def test_ripples_of_any_period_in_the_band_are_flagged(period, phase, seed):
 def test_emission_lines_are_flagged_and_absorption_lines_are_not(n_lines, depth, snr, seed):
     # absorption lines at any S/N, however faint, never; emission from S/N 30 up
     rng = np.random.default_rng(seed)
-    centres = rng.uniform(GRID[0], GRID[-1], n_lines)
-    profile = np.exp(-0.5 * ((GRID[:, None] - centres) / 1.5) ** 2).sum(axis=1)
-    continuum = 100 * (GRID / 6000) ** -1.5
-    sigma = continuum / snr
-    noise = rng.normal(0, sigma)
-    ivar = 1 / sigma**2
-    absorption = continuum * (1 - depth * np.minimum(profile, 1)) + noise
-    emission = continuum * (1 + depth * np.minimum(profile, 1)) + noise
+    continuum, lines = random_lines(rng, n_lines, 1.5, depth)
+    noise = rng.normal(0, continuum / snr)
+    ivar = (snr / continuum) ** 2
+    absorption, emission = continuum * (1 - lines) + noise, continuum * (1 + lines) + noise
     found = detect_anomalies(np.stack([absorption, emission]), np.stack([ivar, ivar])).flags
     assert "emission_features" not in names(found[0])
     if snr >= 30:
@@ -408,11 +412,8 @@ def test_resolved_lines_are_never_unresolved_features(sigma_aa, depth, snr, seed
     # grid pixels; LAMOST's lines are wider: no real spectrum is flagged). At 1.3 Å, a
     # loop of 300 such spectra flagged 4, where blends deepen a core's neighbours.
     rng = np.random.default_rng(seed)
-    centres = rng.uniform(GRID[0], GRID[-1], 200)
-    profile = np.exp(-0.5 * ((GRID[:, None] - centres) / sigma_aa) ** 2).sum(axis=1)
-    continuum = 100 * (GRID / 6000) ** -1.5
-    flux = continuum * (1 - depth * np.minimum(profile, 1))
-    flux = flux + rng.normal(0, continuum / snr)
+    continuum, lines = random_lines(rng, 200, sigma_aa, depth)
+    flux = continuum * (1 - lines) + rng.normal(0, continuum / snr)
     found = detect_anomalies(flux, (snr / continuum) ** 2).flags[0]
     assert "unresolved_features" not in names(found)
 
