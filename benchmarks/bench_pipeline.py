@@ -96,7 +96,8 @@ def bench_reading(files, repeats):
 # step preprocess takes (resampling with masks and variances, anomaly repair and flags,
 # S/N, denoising, normalisation), without per-spectrum Python, without checks beyond
 # what the arithmetic needs, each step by the fastest of the formulations tried. The
-# row-wise kernels (medians, runs, gap filling, smoothing, the Haar inverse) are the
+# row-wise kernels (medians, runs, gap filling, smoothing, the Haar inverse, and the
+# statistics of the emission_features, featureless and unresolved_features flags) are the
 # package's own, already bare vectorised numpy: the floor removes what preprocess adds
 # around them. It gives the same rows as preprocess, bit for bit (checked by every run).
 
@@ -116,7 +117,13 @@ def preprocess_floor(spectra, config):
         running_median,
         runs,
     )
-    from astro_spt.preprocess.anomalies import FEATURELESS_CONTINUUM_AA, FEATURELESS_MAX_CONTRAST
+    from astro_spt.preprocess.anomalies import (
+        EMISSION_MIN_SKEWNESS,
+        FEATURELESS_MAX_CONTRAST,
+        UNRESOLVED_MIN_COUNT,
+        _line_contrast,
+        _unresolved,
+    )
     from astro_spt.preprocess.denoise import _haar_imodwt
 
     g, a, d, norm = config.grid, config.anomalies, config.denoise, config.normalize
@@ -228,6 +235,8 @@ def preprocess_floor(spectra, config):
     flags[spikes.any(axis=1)] |= F.OUTLIERS
     filled = np.where(spikes, smooth, filled)
     repaired = missing | spikes
+    n_unresolved = _unresolved(filled, out_ivar, valid & ~spikes, smooth, a)
+    flags[n_unresolved >= UNRESOLVED_MIN_COUNT] |= F.UNRESOLVED_FEATURES
     # --- negative stretches
     index, _, run = runs(covered & (filled < 0))
     negative = np.zeros((n, m), bool)
@@ -261,20 +270,10 @@ def preprocess_floor(spectra, config):
     flags[(power > a.oscillation_threshold) & (amplitude > a.oscillation_min_amplitude)] |= (
         F.OSCILLATION
     )
-    # --- no lines: RMS departure from a smooth continuum beyond the noise
-    smooth = gaussian_smooth(filled, FEATURELESS_CONTINUUM_AA / scale_aa)
-    use = valid & (smooth > 0)
-    safe = np.where(use, smooth, 1)
-    relative = np.where(use, filled / safe - 1, 0)
-    n_used = np.maximum(use.sum(axis=1), 1)
-    with np.errstate(divide="ignore"):
-        from_ivar = (
-            np.where(use, 1 / (np.where(use, out_ivar, 1) * safe**2), 0).sum(axis=1) / n_used
-        )
-    steps = np.where(use[:, 1:] & use[:, :-1], np.abs(np.diff(relative, axis=1)), np.nan)
-    noise = np.fmin(from_ivar, (MAD_TO_SIGMA * nanmedian_rows(steps)) ** 2 / 2)
-    contrast = np.sqrt(np.clip((relative**2).sum(axis=1) / n_used - noise, 0, None))
+    # --- no lines, and emission: departure from a smooth continuum beyond the noise
+    contrast, skewness = _line_contrast(filled, out_ivar, valid, scale_aa)
     flags[~(contrast >= FEATURELESS_MAX_CONTRAST)] |= F.FEATURELESS
+    flags[skewness > EMISSION_MIN_SKEWNESS] |= F.EMISSION_FEATURES
     # --- damage
     n_repaired = repaired.sum(axis=1)
     flags[n_repaired > a.min_repaired_fraction * m] |= F.REPAIRED_PIXELS
