@@ -355,11 +355,10 @@ class PCABasis:
         diagonal = 1.0 + prior
         inverse = np.zeros((n, k, k))
         inverse[:, np.arange(k), np.arange(k)] = 1.0 / diagonal
-        heavy = []
         for i in np.flatnonzero(~observed.all(axis=1)):
             masked = self.components[:, ~observed[i]]
-            if masked.shape[1] >= k:
-                heavy.append(i)
+            if masked.shape[1] >= k:  # A is symmetric positive definite
+                inverse[i] = np.linalg.inv(np.diag(diagonal) - masked @ masked.T)
                 continue
             # Fewer masked pixels than components (most spectra: a few dozen): by the
             # Woodbury identity A^-1 = D^-1 + U S^-1 U^T, U = D^-1 C_M, with the m x m
@@ -368,12 +367,6 @@ class PCABasis:
             schur = np.eye(masked.shape[1]) - masked.T @ scaled
             root = np.linalg.solve(np.linalg.cholesky(schur), scaled.T)
             inverse[i] += root.T @ root
-        if heavy:
-            gram = np.broadcast_to(np.diag(diagonal), (len(heavy), k, k)).copy()
-            for j, i in enumerate(heavy):
-                masked = self.components[:, ~observed[i]]
-                gram[j] -= masked @ masked.T
-            inverse[heavy] = np.linalg.inv(gram)
         coefficients = np.einsum("nkl,nl->nk", inverse, rhs)
         residual = np.where(observed, centred - coefficients @ self.components, 0.0)
         n_observed = np.maximum(observed.sum(axis=1), 1)

@@ -372,12 +372,14 @@ def test_ripples_of_any_period_in_the_band_are_flagged(period, phase, seed):
     assert "oscillation" in names(detect_anomalies(flux, ivar).flags[0])
 
 
-def random_lines(rng, n_lines, sigma_aa, depth):
-    """A sloped continuum and the relative depth of Gaussian lines at random wavelengths,
-    blended (capped at ``depth``)."""
+def random_lines(rng, n_lines, sigma_aa, depth, snr):
+    """A sloped continuum, the relative depth of Gaussian lines at random wavelengths,
+    blended (capped at ``depth``), Gaussian noise of S/N ``snr`` and its inverse variance."""
     centres = rng.uniform(GRID[0], GRID[-1], n_lines)
     profile = np.exp(-0.5 * ((GRID[:, None] - centres) / sigma_aa) ** 2).sum(axis=1)
-    return 100 * (GRID / 6000) ** -1.5, depth * np.minimum(profile, 1)
+    continuum = 100 * (GRID / 6000) ** -1.5
+    noise = rng.normal(0, continuum / snr)
+    return continuum, depth * np.minimum(profile, 1), noise, (snr / continuum) ** 2
 
 
 @settings(max_examples=20, deadline=None)
@@ -390,9 +392,7 @@ def random_lines(rng, n_lines, sigma_aa, depth):
 def test_emission_lines_are_flagged_and_absorption_lines_are_not(n_lines, depth, snr, seed):
     # absorption lines at any S/N, however faint, never; emission from S/N 30 up
     rng = np.random.default_rng(seed)
-    continuum, lines = random_lines(rng, n_lines, 1.5, depth)
-    noise = rng.normal(0, continuum / snr)
-    ivar = (snr / continuum) ** 2
+    continuum, lines, noise, ivar = random_lines(rng, n_lines, 1.5, depth, snr)
     absorption, emission = continuum * (1 - lines) + noise, continuum * (1 + lines) + noise
     found = detect_anomalies(np.stack([absorption, emission]), np.stack([ivar, ivar])).flags
     assert "emission_features" not in names(found[0])
@@ -412,9 +412,8 @@ def test_resolved_lines_are_never_unresolved_features(sigma_aa, depth, snr, seed
     # grid pixels; LAMOST's lines are wider: no real spectrum is flagged). At 1.3 Å, a
     # loop of 300 such spectra flagged 4, where blends deepen a core's neighbours.
     rng = np.random.default_rng(seed)
-    continuum, lines = random_lines(rng, 200, sigma_aa, depth)
-    flux = continuum * (1 - lines) + rng.normal(0, continuum / snr)
-    found = detect_anomalies(flux, (snr / continuum) ** 2).flags[0]
+    continuum, lines, noise, ivar = random_lines(rng, 200, sigma_aa, depth, snr)
+    found = detect_anomalies(continuum * (1 - lines) + noise, ivar).flags[0]
     assert "unresolved_features" not in names(found)
 
 

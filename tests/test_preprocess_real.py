@@ -7,6 +7,7 @@ not have that bit. The spectra are read with ``Spectrum.read`` (the LAMOST reade
 """
 
 import csv
+import functools
 
 import numpy as np
 import pytest
@@ -66,16 +67,14 @@ def inject_spikes(spectrum):
     return copy_with(spectrum, flux)
 
 
-def inject_ripple(spectrum):
+def inject_ripple(spectrum, period=40.0):
     wavelength = spectrum.spectral_axis.value
-    ripple = 1 + 0.05 * np.sin(2 * np.pi * wavelength / 40.0)
+    ripple = 1 + 0.05 * np.sin(2 * np.pi * wavelength / period)
     return copy_with(spectrum, spectrum.flux.value * ripple)
 
 
-def inject_short_ripple(spectrum):
-    # a period of 8 Å: four pixels of the model grid, six to ten of a LAMOST file
-    wavelength = spectrum.spectral_axis.value
-    return copy_with(spectrum, spectrum.flux.value * (1 + 0.05 * np.sin(wavelength / 8.0 * 6.283)))
+# a period of 8 Å: six grid pixels, four to nine of a LAMOST file
+inject_short_ripple = functools.partial(inject_ripple, period=8.0)
 
 
 def inject_emission(spectrum):

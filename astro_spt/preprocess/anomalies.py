@@ -203,7 +203,7 @@ def _unresolved(flux, ivar, valid, level, settings):
     near = departure(flux[:, 1:-3], flux[:, 3:-1])
     far = departure(flux[:, :-4], flux[:, 4:])
     sigma = np.full_like(middle, np.inf)
-    good = valid[:, 1:-3] & valid[:, 2:-2] & valid[:, 3:-1] & (ivar[:, 2:-2] > 0)
+    good = valid[:, 1:-3] & valid[:, 2:-2] & valid[:, 3:-1]  # valid: ivar > 0
     np.divide(1.0, np.sqrt(ivar[:, 2:-2]), out=sigma, where=good)
     narrow = (
         (near > UNRESOLVED_MIN_RELATIVE * np.abs(level[:, 2:-2]))
