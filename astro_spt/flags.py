@@ -343,10 +343,13 @@ FLAGS = FlagRegistry(
         FlagDefinition(
             15,
             "featureless",
-            "No absorption lines: the flux departs from a smooth continuum by less than 2 % "
-            "(RMS) beyond its noise, where every star of the LAMOST development data departs "
-            "by 3.8 % or more; a continuum (a flat field, a black body, a quasar's or a "
-            "featureless white dwarf's) that no model of stellar spectra can read.",
+            "No absorption lines: at the scale of lines (under about 8 Å), and leaving out "
+            "its 40 Å of largest departure, the flux departs from a smooth continuum by less "
+            "than 1 % (RMS) beyond its noise, where every star of the LAMOST development data "
+            "departs by 2 % or more (1.5 % with the pixels DR1 files mask masked too); a "
+            "continuum (a flat field, a black body, a quasar's or a featureless white "
+            "dwarf's, with or without a step or a wander) or a spectrum far smoother than "
+            "LAMOST's resolution, which no model of LAMOST stellar spectra can read.",
             "bad",
         ),
         FlagDefinition(

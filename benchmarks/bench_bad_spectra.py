@@ -11,7 +11,8 @@ at S/N ``--snr`` (default 50) with Gaussian noise and a matching inverse varianc
 continua without lines (flat, a random walk), a continuum with one feature (a step),
 periodic patterns (dips one pixel wide, sines and a square wave), lines at wrong
 wavelengths (the spectrum shifted by 80 Å, its pixels shuffled or reversed, absorption
-lines at random wavelengths), its lines turned into emission, and emission spikes. The
+lines at random wavelengths), its lines turned into emission, its flux smoothed far beyond
+LAMOST's resolution (a Gaussian of 20 Å), and emission spikes. The
 real spectra themselves (noise added) and the same spectra reddened by a λ⁴ slope (a
 real star's, which must not be flagged) are the controls. Everything goes through
 `astro_spt.estimate` with the default model (or ``--model``), seed 0.
@@ -57,6 +58,7 @@ def continuum_of(flux, width=101):
 def bad_inputs(spectrum, rng):
     """Name to noiseless flux (same unit and axis as ``spectrum``) of each kind of input."""
     import astropy.units as u
+    from scipy.ndimage import gaussian_filter1d
 
     wavelength = spectrum.spectral_axis.to_value(u.AA)
     flux = np.asarray(spectrum.flux.value, dtype=float)
@@ -84,6 +86,9 @@ def bad_inputs(spectrum, rng):
         "pixels reversed": np.nan_to_num(flux, nan=level)[::-1],
         "absorption lines at random wavelengths": slope * random_lines,
         "its lines in emission": continuum * (2 - lines),
+        "smoothed by a Gaussian of 20 Å": gaussian_filter1d(
+            np.nan_to_num(flux, nan=level), 20.0 / np.median(np.diff(wavelength))
+        ),
         "emission spikes on 1 % of pixels": slope * (1 + 2 * (rng.random(n) < 0.01)),
     }
 

@@ -37,20 +37,36 @@ __all__ = ["AnomalyResult", "detect_anomalies"]
 _SCALE_BLOCK = 128
 # Width, in frequency bins, of the blocks whose median power is the periodogram's baseline.
 _BASELINE_BINS = 32
-#: Below this RMS departure of the flux from a smooth continuum, beyond what the noise
-#: explains, a spectrum shows no absorption lines (``featureless``). Measured: 0.038 for the
-#: least-lined of the 1,989 real LAMOST DR10 and DR1 development spectra (median 0.072); a
-#: flat, sloped or black-body continuum with 2 % noise gives 0.010, with 0.2 % noise 0.001.
-FEATURELESS_MAX_CONTRAST = 0.02
+#: Below this RMS departure of the flux from a smooth continuum at the scale of lines,
+#: beyond what the noise explains, a spectrum shows no absorption lines (``featureless``).
+#: Measured: 0.020 for the least-lined of the 1,979 real LAMOST DR10 development spectra
+#: (an F0 dwarf; median 0.037), 0.015 for the least-lined of them when the pixels that the
+#: LAMOST DR1 files mask at 3,800-4,000 and 7,550-7,700 Å are masked too, 0.028 for DR1's
+#: and 0.027 for the default model's 3,305 mock spectra (median 0.055); a flat continuum
+#: gives 0 at S/N 7 and up, a random walk of 0.5 % a pixel or a step mostly under 0.007
+#: from S/N 50 (``docs/preprocess.rst``).
+FEATURELESS_MAX_CONTRAST = 0.01
 #: Standard deviation (Å) of the Gaussian-smoothed continuum that contrast is measured from.
 FEATURELESS_CONTINUUM_AA = 50.0
+#: Standard deviation (Å) of the Gaussian smoothing taken off that departure in turn, so
+#: that the contrast counts structure of a line's width (LAMOST's resolution gives
+#: σ ≈ 1.5-2 Å), not a continuum's slow wander or a single step, which a 50 Å continuum
+#: leaves over tens of ångströms.
+FEATURELESS_LINE_SCALE_AA = 8.0
+#: Width (Å) of the window that the contrast leaves out, where the departure at the scale
+#: of lines is largest, so that one feature (a step between the arms, a single line, a
+#: patch of sky residual) does not make a continuum look lined.
+FEATURELESS_IGNORED_AA = 40.0
 #: Above this skewness of the flux's relative departure from that continuum, the spectrum
 #: rises above its continuum more than it dips below it (``emission_features``).
 #: Absorption lines make it negative: on the 1,979 real LAMOST DR10 development spectra
-#: its median is -3.0, its 90th percentile -1.3, and the 2 % above 1 (0.5 % of the giant
+#: its median is -3.1, its 90th percentile -1.4, and the 2.4 % above 1 (0.5 % of the giant
 #: candidates) mostly carry strong sky-line residuals (5,577 Å, 8,830 Å, beyond 9,000 Å),
 #: a few Hα in emission (docs/preprocess.rst).
 EMISSION_MIN_SKEWNESS = 1.0
+# The skewness divides by at least this RMS departure's cube: where a spectrum has hardly
+# any lines, a few pixels above the continuum must not make a large skewness.
+_EMISSION_MIN_LINES = 0.02
 #: A pixel that departs from both its neighbours, in the same direction, by more than
 #: this fraction of the local flux (and ``spike_threshold`` standard deviations, and by
 #: nearly as much as from the pixels two away) is narrower than any line at LAMOST's
@@ -61,6 +77,20 @@ UNRESOLVED_MIN_RELATIVE = 0.2
 #: of them three, none more; none of the 10 DR1 spectra, and at most one in each of the
 #: 3,305 mock spectra; one-pixel dips of 30 % every 20 pixels of a file give 23-62.
 UNRESOLVED_MIN_COUNT = 5
+# Lag, in pixels, of the flux differences that measure the noise. Linear interpolation
+# onto the grid makes neighbouring pixels share an input pixel, so their differences see
+# 55 % of the noise's variance; three apart they see 99 % (measured on LAMOST-sampled
+# noise: its pixels are 0.7-1.6 grid pixels wide).
+_NOISE_LAG = 3
+# The grid's inverse variance is interpolated like the flux (``resample_to_grid``), but
+# the flux interpolated at an offset t between two input pixels has t² + (1 - t)² of
+# their variance: 2/3 on average over t.
+_INTERPOLATED_VARIANCE = 2 / 3
+# The inverse variance's noise stands unless the flux differences show clearly less (under
+# this fraction of it): LAMOST's inverse variance overstates the noise of some files,
+# while the differences' median understates it a little wherever the S/N varies along
+# the spectrum (and by chance: about 5 % on 4,000 pixels).
+_NOISE_AGREEMENT = 0.8
 
 
 @dataclass
@@ -247,40 +277,67 @@ def _oscillation(flux, covered, settings, pixel_scale_aa):
 
 
 def _line_contrast(flux, ivar, valid, pixel_scale_aa):
-    """RMS relative departure of the flux from a smooth continuum beyond the noise's, and
-    the skewness of that departure.
+    """RMS relative departure of the flux from a smooth continuum at the scale of lines,
+    beyond the noise's, and the skewness of the whole departure.
 
-    The noise is the smaller of what the inverse variance says and what the pixel-to-pixel
-    differences say (robustly): a noise estimate that is too large (LAMOST's inverse
-    variance, for many files; the differences, where lines are dense) would hide the
-    lines of a real star and call it featureless. Absorption lines make the skewness
-    negative; emission makes it positive.
+    The departure from a ``FEATURELESS_CONTINUUM_AA`` continuum has its own
+    ``FEATURELESS_LINE_SCALE_AA`` smoothing taken off, so that a continuum's wander, which
+    departs from the continuum over tens of ångströms, is not taken for lines; the
+    ``FEATURELESS_IGNORED_AA`` window where it departs most is left out, so that one
+    feature (a step) is not either. The noise is what the inverse variance says (scaled
+    to the grid's interpolation) unless the differences of pixels ``_NOISE_LAG`` apart
+    say clearly less (robustly): a noise estimate that is too large (LAMOST's inverse
+    variance, for some files) would hide the lines of a real star and call it
+    featureless, and the differences alone (their median) understate the noise of a
+    continuum whose S/N varies. Absorption lines make the skewness negative; emission
+    makes it positive.
     """
     smooth = gaussian_smooth(flux, FEATURELESS_CONTINUUM_AA / pixel_scale_aa)
     use = valid & (smooth > 0)
     safe = np.where(use, smooth, 1)
     relative = np.where(use, flux / safe - 1, 0)
-    n_used = np.maximum(use.sum(axis=1), 1)
-    power = (relative**2).sum(axis=1) / n_used
     with np.errstate(divide="ignore"):
-        from_ivar = np.where(use, 1 / (np.where(use, ivar, 1) * safe**2), 0).sum(axis=1) / n_used
-    both = use[:, 1:] & use[:, :-1]
-    steps = np.where(both, np.abs(np.diff(relative, axis=1)), np.nan)
+        variance = np.where(use, 1 / (np.where(use, ivar, 1) * safe**2), 0)
+    lag = _NOISE_LAG
+    both = use[:, lag:] & use[:, :-lag]
+    steps = np.where(both, np.abs(relative[:, lag:] - relative[:, :-lag]), np.nan)
     from_steps = (MAD_TO_SIGMA * nanmedian_rows(steps)) ** 2 / 2
-    noise = np.fmin(from_ivar, from_steps)
-    lines = np.clip(power - noise, 0, None)
+
+    def mean_noise(pixels):
+        n = np.maximum(pixels.sum(axis=1), 1)
+        from_ivar = np.where(pixels, variance, 0).sum(axis=1) * _INTERPOLATED_VARIANCE / n
+        return np.where(from_steps < _NOISE_AGREEMENT * from_ivar, from_steps, from_ivar), n
+
+    # The departure at the scale of lines: less its smoothing, which takes 2 g(0) - sum(g²)
+    # of white noise's variance away (g: the smoothing's weights, its response to a pixel),
+    # and without the window where it is largest.
+    width = FEATURELESS_LINE_SCALE_AA / pixel_scale_aa
+    power = np.where(use, relative - gaussian_smooth(relative, width), 0) ** 2
+    impulse = np.zeros(relative.shape[-1], relative.dtype)
+    impulse[impulse.size // 2] = 1
+    weights = gaussian_smooth(impulse, width)
+    kept = 1 - 2 * weights[impulse.size // 2] + (weights**2).sum()
+    ignored = max(1, min(round(FEATURELESS_IGNORED_AA / pixel_scale_aa), power.shape[1]))
+    running = np.cumsum(np.pad(power, ((0, 0), (1, 0))), axis=1)
+    start = np.argmax(running[:, ignored:] - running[:, :-ignored], axis=1)
+    counted = use.copy()
+    np.put_along_axis(counted, start[:, None] + np.arange(ignored), False, axis=1)
+    noise, n_counted = mean_noise(counted)
+    line_power = np.where(counted, power, 0).sum(axis=1) / n_counted
+    contrast = np.sqrt(np.clip(line_power - kept * noise, 0, None))
+
     # Gaussian noise adds nothing to the third moment, only to the variance: the skewness
-    # of the lines alone divides by the variance beyond the noise (at least the
-    # featureless limit's, where there are no lines to speak of). A third moment within
+    # of the lines alone divides by the variance beyond the noise (at least
+    # _EMISSION_MIN_LINES², where there are no lines to speak of). A third moment within
     # five of its standard deviations from noise alone, sqrt(15 / n) noise^1.5, counts
     # as none, so that faint spectra with weak lines do not get a skewness from noise.
+    noise, n_used = mean_noise(use)
+    lines = np.clip((relative**2).sum(axis=1) / n_used - noise, 0, None)
     mean = relative.sum(axis=1) / n_used
     third = (np.where(use, relative - mean[:, None], 0) ** 3).sum(axis=1) / n_used
     significant = np.abs(third) > 5 * np.sqrt(15 / n_used) * noise**1.5
-    skewness = (
-        np.where(significant, third, 0) / np.maximum(lines, FEATURELESS_MAX_CONTRAST**2) ** 1.5
-    )
-    return np.sqrt(lines), skewness
+    skewness = np.where(significant, third, 0) / np.maximum(lines, _EMISSION_MIN_LINES**2) ** 1.5
+    return contrast, skewness
 
 
 def detect_anomalies(
@@ -317,8 +374,11 @@ def detect_anomalies(
     6. *Oscillation*: the periodogram of the flux relative to a smooth continuum is
        compared with its local median power in the period band; a high, wide-enough peak sets
        ``oscillation``. Ripples are not repaired. *No lines*: an RMS departure from a
-       50 Å-smooth continuum, beyond the noise, under ``FEATURELESS_MAX_CONTRAST`` (2 %)
-       sets ``featureless``: a continuum without absorption lines, no star's spectrum.
+       50 Å-smooth continuum at the scale of lines (less its own 8 Å smoothing, and
+       leaving out the 40 Å where it is largest), beyond the noise, under
+       ``FEATURELESS_MAX_CONTRAST`` (1 %) sets ``featureless``: a
+       continuum without absorption lines (flat, stepped or wandering), or a spectrum
+       far smoother than LAMOST's resolution, no star's spectrum as the model knows it.
        *Emission*: a skewness of that departure above ``EMISSION_MIN_SKEWNESS`` (1) sets
        ``emission_features``: the flux rises above its continuum more than it dips.
     7. More than ``min_repaired_fraction`` of the grid repaired sets ``repaired_pixels``;
