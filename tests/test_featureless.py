@@ -131,6 +131,26 @@ def test_no_real_spectrum_is_featureless_with_dr1_masks(shared_data):
     assert not (result.flags & flags.FEATURELESS).any()
 
 
+@pytest.mark.parametrize("n_pixels", [128, 256, 512])
+def test_coarse_grids_still_see_lines(shared_data, n_pixels):
+    # on a grid whose pixels (10-41 Å) are wider than a line, the scale of lines is the
+    # grid's own (two pixels): real stars keep their lines, and a continuum has none
+    from astro_spt.preprocess import GridConfig, PreprocessConfig
+
+    config = PreprocessConfig(grid=GridConfig(n_pixels=n_pixels))
+    files = sorted((shared_data / "lamost-lrs" / "dr10" / "spectra").glob("*.fits.gz"))[::20]
+    flux = continuum("slope", 0.3) * (
+        1 + np.random.default_rng(4).normal(0, 0.005, WAVELENGTH.size)
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        real = preprocess([read_spectrum(path) for path in files], config=config)
+        flat = preprocess(spectrum(flux, 200), config=config)
+    assert len(files) > 90
+    assert not (real.flags & flags.FEATURELESS).any()
+    assert flat.flags[0] & flags.FEATURELESS
+
+
 @pytest.mark.parametrize("kind", ["flat", "black body"])
 def test_estimate_flags_a_continuum_bad(kind):
     flux = continuum(kind, 0.1) * (1 + np.random.default_rng(3).normal(0, 0.01, WAVELENGTH.size))

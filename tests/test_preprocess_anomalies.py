@@ -306,6 +306,18 @@ def test_windows_on_a_custom_grid():
         detect_anomalies(flux[:, :1000], config=config)
 
 
+@pytest.mark.parametrize("n_pixels", [16, 32])
+def test_grids_too_coarse_for_ripples(n_pixels):
+    # the smallest grids GridConfig allows hold no period of the ripple band (5-300 Å):
+    # no ripple is seen, rather than an error from inside numpy
+    config = PreprocessConfig(grid=GridConfig(n_pixels=n_pixels))
+    flux = 100 + np.random.default_rng(1).normal(0, 1, (2, n_pixels))
+    result = detect_anomalies(flux, np.full_like(flux, 1e4), config=config)
+    assert result.flux.shape == (2, n_pixels)
+    assert not flags.has_flag(result.flags, "oscillation").any()
+    np.testing.assert_array_equal(result.oscillation_power, 0)
+
+
 def runs(flagged):
     """(start, stop) of each run of True pixels."""
     edges = np.diff(np.r_[0, flagged.astype(np.int8), 0])

@@ -91,6 +91,9 @@ _INTERPOLATED_VARIANCE = 2 / 3
 # while the differences' median understates it a little wherever the S/N varies along
 # the spectrum (and by chance: about 5 % on 4,000 pixels).
 _NOISE_AGREEMENT = 0.8
+# On grids coarser than a line (pixels over 4 Å), the scale of lines is the grid's own: a
+# smoothing of at least two pixels, without which nothing would be left to measure.
+_MIN_LINE_SCALE_PIXELS = 2.0
 
 
 @dataclass
@@ -259,6 +262,8 @@ def _oscillation(flux, covered, settings, pixel_scale_aa):
     k_min = max(1, int(np.floor(m / max_period)))
     k_max = min(spectrum.shape[1] - 1, int(np.ceil(m / min_period)))
     band = spectrum[:, k_min : k_max + 1] ** 2
+    if band.shape[1] == 0:  # a grid too coarse for any period of the band: no ripple seen
+        return np.zeros(n, flux.dtype), np.zeros(n, flux.dtype)
     # Baseline: median power in blocks of frequencies; a ripple is one narrow peak above
     # it, while lines and noise spread their power over many frequencies.
     n_bins = band.shape[1]
@@ -311,7 +316,7 @@ def _line_contrast(flux, ivar, valid, pixel_scale_aa):
     # The departure at the scale of lines: less its smoothing, which takes 2 g(0) - sum(g²)
     # of white noise's variance away (g: the smoothing's weights, its response to a pixel),
     # and without the window where it is largest.
-    width = FEATURELESS_LINE_SCALE_AA / pixel_scale_aa
+    width = max(FEATURELESS_LINE_SCALE_AA / pixel_scale_aa, _MIN_LINE_SCALE_PIXELS)
     power = np.where(use, relative - gaussian_smooth(relative, width), 0) ** 2
     impulse = np.zeros(relative.shape[-1], relative.dtype)
     impulse[impulse.size // 2] = 1
