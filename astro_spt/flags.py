@@ -236,9 +236,11 @@ FLAGS = FlagRegistry(
         FlagDefinition(
             0,
             "missing_values",
-            "Gaps (NaN, infinite, zero inverse variance or masked pixels) longer than the "
-            "repairable length, or too many missing pixels, outside the windows surveys "
-            "routinely mask (see ``masked_standard_regions``); gaps were interpolated over.",
+            "Gaps (NaN, infinite, zero inverse variance or masked pixels, or five or more "
+            "pixels in a row of one value: a fill value, a clipped or saturated stretch) "
+            "longer than the repairable length, or too many missing pixels, outside the "
+            "windows surveys routinely mask (see ``masked_standard_regions``); gaps were "
+            "interpolated over.",
             "warning",
         ),
         FlagDefinition(

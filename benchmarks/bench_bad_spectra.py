@@ -12,7 +12,8 @@ continua without lines (flat, a random walk), a continuum with one feature (a st
 periodic patterns (dips one pixel wide, sines and a square wave), lines at wrong
 wavelengths (the spectrum shifted by 80 Å, its pixels shuffled or reversed, absorption
 lines at random wavelengths), its lines turned into emission, its flux smoothed far beyond
-LAMOST's resolution (a Gaussian of 20 Å), and emission spikes. The
+LAMOST's resolution (a Gaussian of 20 Å), and emission spikes; and the real spectrum
+itself, its noise kept, with 500 Å filled with one value or clipped at one level. The
 real spectra themselves (noise added) and the same spectra reddened by a λ⁴ slope (a
 real star's, which must not be flagged) are the controls. Everything goes through
 `astro_spt.estimate` with the default model (or ``--model``), seed 0.
@@ -128,6 +129,33 @@ def reddened(spectrum):
     )
 
 
+def damaged(spectrum):
+    """Name to `~specutils.Spectrum` of each kind of damage done to the real spectrum
+    itself, noise and inverse variance kept: data replaced by a fill value, and a flux
+    clipped (saturated) at one level."""
+    import astropy.units as u
+    from specutils import Spectrum
+
+    wavelength = spectrum.spectral_axis.to_value(u.AA)
+    flux = np.asarray(spectrum.flux.value, dtype=float)
+    fill = np.where((wavelength > 5000) & (wavelength < 5500), np.nanmedian(flux), flux)
+    clipped = np.minimum(flux, np.nanpercentile(flux, 60))
+
+    def copy(values):
+        return Spectrum(
+            flux=values * spectrum.flux.unit,
+            spectral_axis=spectrum.spectral_axis,
+            uncertainty=spectrum.uncertainty,
+            mask=spectrum.mask,
+            meta=dict(spectrum.meta),
+        )
+
+    return {
+        "the real spectrum, 5,000-5,500 Å filled with its median": copy(fill),
+        "the real spectrum, clipped at its 60th percentile": copy(clipped),
+    }
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--files", type=int, default=20, help="real spectra to start from")
@@ -152,6 +180,8 @@ def main(argv=None):
         inputs["control: the same, reddened: times (λ/6000 Å)^4"].append(reddened(spectrum))
         for name, flux in bad_inputs(spectrum, rng).items():
             inputs[name].append(noisy(spectrum, flux, args.snr, rng))
+        for name, bad in damaged(spectrum).items():
+            inputs[name].append(bad)
     names = list(inputs)
     everything = [s for name in names for s in inputs[name]]
     model = astro_spt.load_model(args.model)

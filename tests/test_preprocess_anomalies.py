@@ -97,12 +97,52 @@ def test_absorption_lines_are_not_troughs():
 
 def test_negative_stretch():
     flux, ivar = synthetic(2)
-    flux[0, 3000:3030] = -5.0
+    flux[0, 3000:3030] = -5.0 + np.random.default_rng(1).normal(0, 1, 30)  # sky oversubtracted
     result = detect_anomalies(flux, ivar)
     assert "negative_flux" in names(result.flags[0])
     assert "negative_flux" not in names(result.flags[1])
     assert (result.flux[0, 3000:3030] > 0).all()
     assert result.n_repaired[0] >= 30
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.integers(0, 4000),
+    st.integers(1, 300),
+    st.sampled_from([0.0, -9999.0, 1.0, 100.0, 1e30]),
+    st.integers(0, 2**32 - 1),
+)
+def test_runs_of_one_value_are_missing(start, length, value, seed):
+    # a value repeated five times or more in a row is a fill value or a clipped stretch,
+    # not a measurement: masked and repaired like a gap; shorter repeats are left alone
+    flux, ivar = synthetic(1, seed=seed)
+    stop = min(start + length, GRID.size)
+    flux[0, start:stop] = value
+    result = detect_anomalies(flux, ivar)
+    if stop - start >= 5:
+        assert result.mask[0, start:stop].all()
+        assert result.n_repaired[0] >= stop - start
+        assert np.isfinite(result.flux).all()
+        assert "negative_flux" not in names(result.flags[0])
+    if stop - start > 100:  # over 100 Å: a long gap
+        assert "missing_values" in names(result.flags[0])
+
+
+def test_four_repeats_are_left_alone():
+    # no real spectrum repeats a value more than once in a row on the grid
+    flux, ivar = synthetic(1)
+    flux[0, 2000:2004] = flux[0, 2000]
+    result = detect_anomalies(flux, ivar)
+    assert not result.mask[0].any()
+    assert result.n_repaired[0] == 0
+
+
+def test_clipped_spectrum_is_damaged():
+    flux, ivar = synthetic(2)
+    flux[0] = np.minimum(flux[0], np.percentile(flux[0], 60))  # saturated at one level
+    result = detect_anomalies(flux, ivar)
+    assert {"missing_values", "heavy_damage"} <= names(result.flags[0])
+    assert not {"missing_values", "heavy_damage"} & names(result.flags[1])
 
 
 def test_ripple_is_flagged():

@@ -52,6 +52,13 @@ def inject_gap(spectrum):
     return copy_with(spectrum, flux)
 
 
+def inject_fill(spectrum):
+    """A fill value (zero) in place of the data, its inverse variance kept."""
+    flux = spectrum.flux.value.copy()
+    flux[pixels_between(spectrum, 5000, 5120)] = 0.0
+    return copy_with(spectrum, flux)
+
+
 def inject_negative(spectrum):
     flux = spectrum.flux.value.copy()
     flux[pixels_between(spectrum, 6000, 6040)] *= -0.3
@@ -129,6 +136,7 @@ def test_untouched_spectra(dr10, untouched):
     ("inject", "name"),
     [
         (inject_gap, "missing_values"),
+        (inject_fill, "missing_values"),
         (inject_negative, "negative_flux"),
         (inject_spikes, "outliers"),
         (inject_ripple, "oscillation"),
@@ -139,6 +147,7 @@ def test_untouched_spectra(dr10, untouched):
     ],
     ids=[
         "gap",
+        "fill value",
         "negative",
         "spikes",
         "ripple",

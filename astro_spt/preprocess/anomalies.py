@@ -77,6 +77,14 @@ UNRESOLVED_MIN_RELATIVE = 0.2
 #: of them three, none more; none of the 10 DR1 spectra, and at most one in each of the
 #: 3,305 mock spectra; one-pixel dips of 30 % every 20 pixels of a file give 23-62.
 UNRESOLVED_MIN_COUNT = 5
+#: Runs of at least this many pixels of the same flux are not measurements (a fill value, a
+#: stretch clipped or saturated at one level): they are missing values. Measured on the
+#: model grid: no real LAMOST DR10 or DR1 development spectrum (1,989) and no mock one
+#: (3,305) repeats a value more than once in a row (519 DR10 spectra have one such pair).
+CONSTANT_MIN_RUN = 5
+# Pixels closer than this fraction of the row's median flux count as equal: linear
+# interpolation onto the grid reproduces a repeated value to a float32 rounding (6e-8).
+_CONSTANT_TOLERANCE = 1e-6
 # Lag, in pixels, of the flux differences that measure the noise. Linear interpolation
 # onto the grid makes neighbouring pixels share an input pixel, so their differences see
 # 55 % of the noise's variance; three apart they see 99 % (measured on LAMOST-sampled
@@ -246,6 +254,22 @@ def _unresolved(flux, ivar, valid, level, settings):
     return (narrow & good).sum(axis=1)
 
 
+def _constant_runs(flux, valid):
+    """The pixels of runs of at least ``CONSTANT_MIN_RUN`` valid pixels of equal flux (to
+    ``_CONSTANT_TOLERANCE`` of the row's median level): no measurement repeats itself, so
+    they are a fill value, a clipped or saturated stretch, not data."""
+    with np.errstate(invalid="ignore"):
+        level = nanmedian_rows(np.where(valid, np.abs(flux), np.nan))
+    # equal[:, i]: pixel i + 1 repeats pixel i
+    equal = valid[:, 1:] & valid[:, :-1]
+    equal &= np.abs(np.diff(flux, axis=1)) <= _CONSTANT_TOLERANCE * level[:, None]
+    repeats = long_runs(equal, CONSTANT_MIN_RUN - 1)
+    constant = np.zeros(flux.shape, bool)
+    constant[:, 1:] |= repeats
+    constant[:, :-1] |= repeats
+    return constant
+
+
 def _oscillation(flux, covered, settings, pixel_scale_aa):
     """Highest periodogram peak over its local median power, and its amplitude."""
     n, m = flux.shape
@@ -359,7 +383,9 @@ def detect_anomalies(
     1. *Coverage*: ``poor_coverage`` when too much of the grid lies outside the input's
        range; ``unreadable`` (and a row of zeros, made NaN by `preprocess`) when too few
        valid pixels remain.
-    2. *Missing values*: masked, non-finite or zero-inverse-variance pixels are linearly
+    2. *Missing values*: masked, non-finite or zero-inverse-variance pixels, and runs of
+       ``CONSTANT_MIN_RUN`` (5) or more pixels of one value (a fill value, a clipped or
+       saturated stretch: no measurement repeats itself), are linearly
        interpolated over (the ends are extended with the nearest value); gaps longer than
        ``max_gap_aa``, or too many missing pixels, set ``missing_values``. Pixels in the
        windows surveys routinely mask (``standard_mask_windows_aa``: the blue and red
@@ -464,6 +490,7 @@ def detect_anomalies(
             f"flux has {m} pixels, but the model grid (config.grid) has {grid.size}"
         )
     valid = covered & ~mask & np.isfinite(flux) & np.isfinite(ivar) & (ivar > 0)
+    valid &= ~_constant_runs(flux, valid)
     flag = np.zeros(n, dtype=_flags.FLAG_DTYPE)
 
     n_valid = valid.sum(axis=1)
