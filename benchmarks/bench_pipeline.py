@@ -96,10 +96,11 @@ def bench_reading(files, repeats):
 # step preprocess takes (resampling with masks and variances, anomaly repair and flags,
 # S/N, denoising, normalisation), without per-spectrum Python, without checks beyond
 # what the arithmetic needs, each step by the fastest of the formulations tried. The
-# row-wise kernels (medians, runs, gap filling, smoothing, the Haar inverse, and the
-# statistics of the emission_features, featureless and unresolved_features flags) are the
-# package's own, already bare vectorised numpy: the floor removes what preprocess adds
-# around them. It gives the same rows as preprocess, bit for bit (checked by every run).
+# row-wise kernels (medians, runs, gap filling, smoothing, the Haar inverse, the runs of
+# one value that count as missing, and the statistics of the emission_features,
+# featureless and unresolved_features flags) are the package's own, already bare
+# vectorised numpy: the floor removes what preprocess adds around them. It gives the same
+# rows as preprocess, bit for bit (checked by every run).
 
 
 def preprocess_floor(spectra, config):
@@ -121,6 +122,7 @@ def preprocess_floor(spectra, config):
         EMISSION_MIN_SKEWNESS,
         FEATURELESS_MAX_CONTRAST,
         UNRESOLVED_MIN_COUNT,
+        _constant_runs,
         _line_contrast,
         _unresolved,
     )
@@ -186,6 +188,7 @@ def preprocess_floor(spectra, config):
     np.divide(1, out_var, out=out_ivar, where=~out_mask & (out_var > 0))
     # --- anomalies: coverage, missing values, S/N
     valid = ~out_mask & np.isfinite(out_flux) & np.isfinite(out_ivar) & (out_ivar > 0)
+    valid &= ~_constant_runs(out_flux, valid)
     flags = np.zeros(n, F.FLAG_DTYPE)
     n_covered = covered.sum(axis=1)
     coverage = n_covered / m
