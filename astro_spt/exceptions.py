@@ -385,7 +385,7 @@ class FailedInputWarning(AstroSPTWarning):
     """Some inputs of `astro_spt.estimate` could not be estimated.
 
     Issued once per call, naming how many inputs failed and the first few with their
-    reasons; each failed row has NaN values, a flag (``unreadable`` or
+    reasons; each failed row has NaN values, a flag (``unreadable``, ``featureless`` or
     ``unphysical_value``) and its reason in the ``message`` column.
 
     Examples

@@ -351,7 +351,8 @@ FLAGS = FlagRegistry(
             "departs by 2 % or more (1.5 % with the pixels DR1 files mask masked too); a "
             "continuum (a flat field, a black body, a quasar's or a featureless white "
             "dwarf's, with or without a step or a wander) or a spectrum far smoother than "
-            "LAMOST's resolution, which no model of LAMOST stellar spectra can read.",
+            "LAMOST's resolution, which no model of LAMOST stellar spectra can read; its "
+            "values are NaN.",
             "bad",
         ),
         FlagDefinition(

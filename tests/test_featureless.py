@@ -13,6 +13,7 @@ from specutils import Spectrum
 import astro_spt
 from astro_spt import flags
 from astro_spt.estimation import preprocess_inputs
+from astro_spt.exceptions import FailedInputWarning, InvalidSpectrumError
 from astro_spt.io import read_spectrum
 from astro_spt.preprocess import preprocess
 
@@ -154,6 +155,12 @@ def test_coarse_grids_still_see_lines(shared_data, n_pixels):
 @pytest.mark.parametrize("kind", ["flat", "black body"])
 def test_estimate_flags_a_continuum_bad(kind):
     flux = continuum(kind, 0.1) * (1 + np.random.default_rng(3).normal(0, 0.01, WAVELENGTH.size))
-    table = astro_spt.estimate(spectrum(flux, 100), progress=False)
+    with pytest.warns(FailedInputWarning, match="featureless"):
+        table = astro_spt.estimate(spectrum(flux, 100), progress=False)
     assert table["flags"][0] & flags.FEATURELESS
     assert table["flags"][0] & flags.FLAGS.mask_of("bad")
+    # no star, so no number: NaN values and a message, like any input that fails
+    assert np.isnan(table["age"][0]) and np.isnan(table["mass_err"][0])
+    assert table["message"][0].startswith("featureless")
+    with pytest.raises(InvalidSpectrumError, match="featureless"):
+        astro_spt.estimate(spectrum(flux, 100), progress=False, strict=True)

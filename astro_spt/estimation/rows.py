@@ -91,6 +91,11 @@ def _network_device(bundle):
 # reaches hundreds; 20 leaves every real spectrum its value (and the flag
 # outside_label_range) while 1e168 Gyr, or a mass of -2,000 solMass, becomes NaN.
 _UNPHYSICAL_MARGIN = 20.0
+# Why a featureless spectrum's row has no values.
+_FEATURELESS = (
+    "featureless: no absorption lines at the scale of LAMOST's, no star's spectrum the "
+    "model can read; values set to NaN"
+)
 # Labels of these physical types are amounts, positive by nature (a [Fe/H] is not).
 _POSITIVE_TYPES = frozenset({"mass", "time", "length", "temperature", "power"})
 
@@ -264,6 +269,14 @@ def _estimate_rows(bundle, items, batch, settings, device, done=None):
     unread = sorted(set(messages) - set(rows_ok.tolist()))
     flags[np.searchsorted(rows, unread)] |= _flags.UNREADABLE  # the file could not be read
     usable = np.zeros(0, bool) if result is None else np.all(np.isfinite(result.flux), axis=1)
+    if result is not None:
+        # no lines: no star's spectrum, whatever number the network would give it
+        featureless = usable & ((result.flags & _flags.FEATURELESS) != 0)
+        for k in np.flatnonzero(featureless):
+            if settings.strict:
+                raise InvalidSpectrumError(f"{items[rows_ok[k]].source}: {_FEATURELESS}")
+            messages[int(rows_ok[k])] = _FEATURELESS
+        usable &= ~featureless
     if done is not None:  # the spectra that reach no network count now, the others by block
         done(len(rows) - int(usable.sum()))
     if result is None:
