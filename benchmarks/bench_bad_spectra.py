@@ -111,21 +111,30 @@ def noisy(spectrum, flux, snr, rng):
     )
 
 
+def with_flux(spectrum, flux, uncertainty=None):
+    """``spectrum`` with the flux ``flux`` (a `~astropy.units.Quantity`) and, if given,
+    ``uncertainty``: same spectral axis, mask and meta."""
+    from specutils import Spectrum
+
+    return Spectrum(
+        flux=flux,
+        spectral_axis=spectrum.spectral_axis,
+        uncertainty=spectrum.uncertainty if uncertainty is None else uncertainty,
+        mask=spectrum.mask,
+        meta=dict(spectrum.meta),
+    )
+
+
 def reddened(spectrum):
     """The real spectrum, its own noise and mask kept, times (λ / 6000 Å)⁴."""
     import astropy.units as u
     from astropy.nddata import InverseVariance
-    from specutils import Spectrum
 
     factor = (spectrum.spectral_axis.to_value(u.AA) / 6000.0) ** 4
     with np.errstate(divide="ignore"):
         ivar = spectrum.uncertainty.represent_as(InverseVariance)
-    return Spectrum(
-        flux=spectrum.flux * factor,
-        spectral_axis=spectrum.spectral_axis,
-        uncertainty=InverseVariance(ivar.array / factor**2, unit=ivar.unit),
-        mask=spectrum.mask,
-        meta=dict(spectrum.meta),
+    return with_flux(
+        spectrum, spectrum.flux * factor, InverseVariance(ivar.array / factor**2, unit=ivar.unit)
     )
 
 
@@ -134,25 +143,14 @@ def damaged(spectrum):
     itself, noise and inverse variance kept: data replaced by a fill value, and a flux
     clipped (saturated) at one level."""
     import astropy.units as u
-    from specutils import Spectrum
 
     wavelength = spectrum.spectral_axis.to_value(u.AA)
-    flux = np.asarray(spectrum.flux.value, dtype=float)
+    flux = spectrum.flux
     fill = np.where((wavelength > 5000) & (wavelength < 5500), np.nanmedian(flux), flux)
     clipped = np.minimum(flux, np.nanpercentile(flux, 60))
-
-    def copy(values):
-        return Spectrum(
-            flux=values * spectrum.flux.unit,
-            spectral_axis=spectrum.spectral_axis,
-            uncertainty=spectrum.uncertainty,
-            mask=spectrum.mask,
-            meta=dict(spectrum.meta),
-        )
-
     return {
-        "the real spectrum, 5,000-5,500 Å filled with its median": copy(fill),
-        "the real spectrum, clipped at its 60th percentile": copy(clipped),
+        "the real spectrum, 5,000-5,500 Å filled with its median": with_flux(spectrum, fill),
+        "the real spectrum, clipped at its 60th percentile": with_flux(spectrum, clipped),
     }
 
 
